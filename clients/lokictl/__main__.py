@@ -1,0 +1,5 @@
+import sys
+
+from lokictl.cli import main
+
+sys.exit(main())

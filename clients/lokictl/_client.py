@@ -1,0 +1,182 @@
+"""The blocking client: one socket, requests matched to replies by msgid.
+
+Events that arrive while a reply is awaited are kept, in order, for `events()`.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from lokid.paths import default_socket_path
+from lokid.wire.framing import DEFAULT_MAX_FRAME, HEADER, FrameDecoder
+from lokid.wire.messages import Notification, Request, Response, ServerMessage
+
+T = TypeVar("T")
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(ServerMessage)
+
+
+class NotRunning(Exception):
+    """No daemon answers on the socket."""
+
+
+class ProtocolError(Exception):
+    """The daemon closed the connection or sent something outside the protocol."""
+
+
+class DaemonError(Exception):
+    """The daemon answered a request with an error."""
+
+    def __init__(self, code: str, message: str, data: Any = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+def _connect_once(path: Path, timeout: float | None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(os.fspath(path))
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
+            raise NotRunning(f"lokid is not running on {path}") from None
+        raise
+    return sock
+
+
+class Client:
+    def __init__(self, sock: socket.socket, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._sock = sock
+        self._frames = FrameDecoder(max_frame)
+        self._ids = itertools.count(1)
+        self._events: deque[Any] = deque()
+        self._replies: dict[int, Response] = {}
+
+    @classmethod
+    def connect(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        spawn: bool = False,
+        timeout: float | None = 30.0,
+        spawn_wait: float = 10.0,
+    ) -> Client:
+        """Connect; with `spawn`, start `lokid serve` when nobody answers and retry."""
+        path = Path(path) if path is not None else default_socket_path()
+        try:
+            return cls(_connect_once(path, timeout))
+        except NotRunning:
+            if not spawn:
+                raise
+        from lokictl._spawn import spawn_daemon
+
+        spawn_daemon(path)
+        deadline = time.monotonic() + spawn_wait
+        delay = 0.005
+        while True:
+            try:
+                return cls(_connect_once(path, timeout))
+            except NotRunning:
+                if time.monotonic() >= deadline:
+                    raise NotRunning(
+                        f"started lokid but it did not answer on {path} within {spawn_wait:g}s"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    # -- requests ------------------------------------------------------------------------
+
+    def send(self, method: str, params: Any = None) -> int:
+        """Send a request without waiting; returns its msgid (for pipelining)."""
+        msgid = next(self._ids)
+        self._write(Request(msgid, method, msgspec.Raw(_encoder.encode(params or {}))))
+        return msgid
+
+    def notify(self, method: str, params: Any = None) -> None:
+        self._write(Notification(method, params or {}))
+
+    def cancel(self, msgid: int) -> None:
+        self.notify("$/cancel", {"id": msgid})
+
+    def call(self, method: str, params: Any = None, *, type: type[T] | None = None) -> Any:
+        """Send a request and wait for its reply; raises `DaemonError` on an error reply."""
+        return self.result(self.send(method, params), type=type)
+
+    def result(self, msgid: int, *, type: type[T] | None = None) -> Any:
+        reply = self._wait_reply(msgid)
+        if reply.error is not None:
+            raise DaemonError(reply.error.code, reply.error.message, reply.error.data)
+        if type is None:
+            return reply.result
+        return msgspec.convert(reply.result, type)
+
+    def events(self, timeout: float | None = None) -> Iterator[Any]:
+        """Yield event params (`{sub, seq, topic, project, time, data}`) as they come."""
+        while True:
+            while self._events:
+                yield self._events.popleft()
+            self._pump(timeout)
+
+    def next_event(self, timeout: float | None = None) -> Any:
+        while not self._events:
+            self._pump(timeout)
+        return self._events.popleft()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _write(self, msg: Request | Notification) -> None:
+        buf = bytearray(4)
+        _encoder.encode_into(msg, buf, 4)
+        HEADER.pack_into(buf, 0, len(buf) - 4)
+        self._sock.sendall(buf)
+
+    def _wait_reply(self, msgid: int) -> Response:
+        while msgid not in self._replies:
+            self._pump(None)
+        return self._replies.pop(msgid)
+
+    def _pump(self, timeout: float | None) -> None:
+        """Read at least one frame and file it as a reply or an event."""
+        if timeout is not None:
+            previous = self._sock.gettimeout()
+            self._sock.settimeout(timeout)
+            try:
+                data = self._sock.recv(256 * 1024)
+            finally:
+                self._sock.settimeout(previous)
+        else:
+            data = self._sock.recv(256 * 1024)
+        if not data:
+            raise ProtocolError("lokid closed the connection")
+        for frame in self._frames.feed(data):
+            msg = _decoder.decode(frame)
+            if type(msg) is Response:
+                if msg.msgid is None:
+                    error = msg.error
+                    raise ProtocolError(f"{error.code}: {error.message}" if error else "bad reply")
+                self._replies[msg.msgid] = msg
+            elif msg.method == "event":
+                self._events.append(msg.params)

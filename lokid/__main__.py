@@ -1,0 +1,5 @@
+import sys
+
+from lokid.cli import main
+
+sys.exit(main())

@@ -1,0 +1,131 @@
+"""The daemon: its shared state, and the nursery tree that runs it.
+
+    serve
+    ├── signals             SIGTERM/SIGINT stop, SIGHUP reload
+    ├── services            background work areas register (lease sweeper, views, ...)
+    └── connections
+        ├── accept loop     until stop
+        └── one task per connection
+
+Stopping closes the listener first, lets each connection finish what it has in
+flight for `shutdown_grace` seconds, cancels the rest, then runs the stop hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from lokid import __version__
+from lokid.hub import Hub
+from lokid.server.connection import encode_message
+from lokid.server.dispatch import Router
+from lokid.server.listener import Listener, accept_loop
+from lokid.settings import Settings
+
+if TYPE_CHECKING:
+    from lokid.server.connection import Connection
+
+log = logging.getLogger("lokid.daemon")
+
+Service = Callable[["Daemon"], Awaitable[None]]
+
+
+class Daemon:
+    def __init__(self, settings: Settings, router: Router) -> None:
+        self.settings = settings
+        self.router = router
+        self.version = __version__
+        self.pid = os.getpid()
+        self.hub = Hub(encode_message)
+        self.connections: set[Connection] = set()
+        self.started = time.monotonic()
+        self.services: list[Service] = []
+        self.reload_hooks: list[Callable[[], None]] = []
+        self.stop_hooks: list[Callable[[], None]] = []
+        self._stop = trio.Event()
+
+    def project_paths(self) -> list[str]:
+        return []
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self.started
+
+    def request_shutdown(self, why: str) -> None:
+        if not self._stop.is_set():
+            log.info("shutting down (%s)", why)
+            self._stop.set()
+
+    def reload(self) -> None:
+        """SIGHUP: each area re-reads its configuration; one failing does not stop the rest."""
+        log.info("reloading configuration")
+        for hook in self.reload_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("reload hook %r failed", hook)
+        self.hub.publish("config.reloaded", None, {"source": "daemon"})
+
+    async def serve(
+        self,
+        listener: Listener,
+        *,
+        handle_signals: bool = True,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            async with trio.open_nursery() as root:
+                if handle_signals:
+                    await root.start(self._signals)
+                for service in self.services:
+                    root.start_soon(service, self)
+                await self._serve_connections(listener, task_status)
+                root.cancel_scope.cancel()
+        finally:
+            for hook in reversed(self.stop_hooks):
+                try:
+                    hook()
+                except Exception:
+                    log.exception("stop hook %r failed", hook)
+            listener.close()
+            log.info("stopped")
+
+    async def _serve_connections(self, listener: Listener, task_status: trio.TaskStatus) -> None:
+        async with trio.open_nursery() as conns:
+            accept_scope = trio.CancelScope()
+
+            async def accept() -> None:
+                with accept_scope:
+                    await accept_loop(self, listener, conns)
+
+            conns.start_soon(accept)
+            log.info("lokid %s serving on %s (pid %d)", self.version, listener.path, self.pid)
+            task_status.started()
+            await self._stop.wait()
+            accept_scope.cancel()
+            listener.sock.close()  # new clients are refused now; the file goes at the end
+            self.hub.publish("daemon.stopping", None, {"pid": self.pid})
+            for conn in list(self.connections):
+                conn.stop_reading()
+            with trio.move_on_after(self.settings.shutdown_grace):
+                while self.connections:
+                    await trio.sleep(0.01)
+            if self.connections:
+                log.warning("cancelling %d connection(s) still busy", len(self.connections))
+            conns.cancel_scope.cancel()
+
+    async def _signals(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED):
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.reload()
+                else:
+                    self.request_shutdown(signal.Signals(signum).name)

@@ -1,0 +1,1 @@
+"""The socket edge: bind or inherit the listener, read frames, dispatch, write."""

@@ -1,0 +1,237 @@
+"""One client connection: frames in, dispatch, replies and events out.
+
+Requests on a connection run concurrently and may be answered out of order.
+A client that sends faster than it reads is slowed, never the daemon: replies
+wait for room in the connection's own `Outbox`, and the reader stops taking
+requests while `max_inflight` of them are running.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import socket
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+
+from lokid.errors import Cancelled, InvalidRequest, LokidError, ParseError, TooLarge
+from lokid.server.dispatch import Call, Method
+from lokid.server.outbox import Outbox
+from lokid.wire.daemon import CancelParams
+from lokid.wire.framing import HEADER, FrameDecoder, FrameTooLarge
+from lokid.wire.messages import ClientMessage, Error, Notification, Request, Response
+
+if TYPE_CHECKING:
+    from lokid.daemon import Daemon
+
+log = logging.getLogger("lokid.connection")
+
+RECV_SIZE = 256 * 1024
+CLOSE_FLUSH_SECONDS = 1.0  # how long a closing connection may take to hand over its last replies
+
+_decoder = msgspec.msgpack.Decoder(ClientMessage)
+_cancel_decoder = msgspec.msgpack.Decoder(CancelParams)
+_encoder = msgspec.msgpack.Encoder()
+_ids = itertools.count(1)
+
+
+def encode_message(msg: Response | Notification) -> bytearray:
+    """A whole frame: the 4-byte length, then the msgpack body."""
+    buf = bytearray(4)
+    _encoder.encode_into(msg, buf, 4)
+    HEADER.pack_into(buf, 0, len(buf) - 4)
+    return buf
+
+
+def internal_error(exc: BaseException, where: str) -> Error:
+    """Log the traceback under a short id; the client gets only the id."""
+    error_id = secrets.token_hex(4)
+    log.error("internal error %s in %s", error_id, where, exc_info=exc)
+    return Error("internal", f"internal error (id {error_id}); see the lokid log")
+
+
+def _guess_msgid(frame: bytes) -> int | None:
+    """The msgid of a request that failed validation, when one can be read."""
+    try:
+        msg = msgspec.msgpack.decode(frame)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(msg, list) and len(msg) >= 2 and msg[0] == 0 and type(msg[1]) is int:
+        return msg[1]
+    return None
+
+
+class Connection:
+    def __init__(self, daemon: Daemon, sock: socket.socket, peer_pid: int | None) -> None:
+        settings = daemon.settings
+        self.id = next(_ids)
+        self.daemon = daemon
+        self.peer_pid = peer_pid
+        self.client = "unknown"
+        self._sock = sock
+        self._max_frame = settings.max_frame
+        self._frames = FrameDecoder(settings.max_frame)
+        self.outbox = Outbox(sock, settings.outbox_limit)
+        self._slots = trio.Semaphore(settings.max_inflight)
+        self._inflight: dict[int, trio.CancelScope] = {}
+        self._read_scope = trio.CancelScope()
+        self._idle = trio.lowlevel.ParkingLot()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        log.debug("connection %d opened (peer pid %s)", self.id, self.peer_pid)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.outbox.run_writer)
+                client_left = False
+                with self._read_scope:
+                    client_left = await self._read_loop(nursery)
+                if client_left:
+                    # Nobody is left to answer; abandon the work.
+                    nursery.cancel_scope.cancel()
+                else:
+                    await self._wait_inflight()
+                    await self.outbox.flush(CLOSE_FLUSH_SECONDS)
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.daemon.hub.drop_connection(self)
+            self._sock.close()
+            log.debug("connection %d closed", self.id)
+
+    def stop_reading(self) -> None:
+        """Take no more requests; those in flight finish (the daemon bounds the wait)."""
+        self._read_scope.cancel()
+
+    async def _wait_inflight(self) -> None:
+        while self._inflight:
+            await self._idle.park()
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def _read_loop(self, nursery: trio.Nursery) -> bool:
+        """Returns True when the client went away, False when reading must stop."""
+        sock = self._sock
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                data = sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return True
+            if not data:
+                if self._frames.pending:
+                    log.info(
+                        "connection %d closed inside a frame (%d bytes discarded)",
+                        self.id,
+                        self._frames.pending,
+                    )
+                return True
+            try:
+                frames = self._frames.feed(data)
+            except FrameTooLarge as exc:
+                log.warning("connection %d: %s; closing it", self.id, exc)
+                await self._send_error(None, TooLarge(str(exc), {"limit": exc.limit}))
+                return False
+            for frame in frames:
+                await self._on_frame(frame, nursery)
+
+    async def _on_frame(self, frame: bytes, nursery: trio.Nursery) -> None:
+        try:
+            msg = _decoder.decode(frame)
+        except msgspec.ValidationError as exc:
+            detail = "expected [0, msgid, method, params] or [2, method, params]"
+            await self._send_error(_guess_msgid(frame), InvalidRequest(f"{detail}: {exc}"))
+            return
+        except msgspec.DecodeError:
+            await self._send_error(None, ParseError("frame body is not valid msgpack"))
+            return
+        if type(msg) is Request:
+            await self._on_request(msg, nursery)
+        else:
+            self._on_notification(msg)
+
+    def _on_notification(self, msg: Notification) -> None:
+        if msg.method != "$/cancel":
+            log.debug("connection %d: ignoring notification %r", self.id, msg.method)
+            return
+        try:
+            params = msgspec.convert(msg.params, CancelParams)
+        except msgspec.ValidationError:
+            log.debug("connection %d: malformed $/cancel ignored", self.id)
+            return
+        scope = self._inflight.get(params.id)
+        if scope is not None:
+            scope.cancel()
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    async def _on_request(self, req: Request, nursery: trio.Nursery) -> None:
+        try:
+            method = self.daemon.router.lookup(req.method)
+            if req.msgid in self._inflight:
+                raise InvalidRequest(f"msgid {req.msgid} is already in flight on this connection")
+            params = method.decode_params(req.params)
+        except LokidError as exc:
+            await self._send_error(req.msgid, exc)
+            return
+        call = Call(self.daemon, self, req.msgid)
+        if not method.is_async:
+            await self._reply(req.msgid, *self._call_sync(method, call, params))
+            return
+        await self._slots.acquire()
+        scope = trio.CancelScope()
+        self._inflight[req.msgid] = scope
+        nursery.start_soon(self._call_async, method, call, params, scope)
+
+    def _call_sync(self, method: Method, call: Call, params: Any) -> tuple[Error | None, Any]:
+        try:
+            return None, method.handler(call, params)
+        except LokidError as exc:
+            return Error(exc.code, exc.message, exc.data), None
+        except Exception as exc:
+            return internal_error(exc, method.name), None
+
+    async def _call_async(
+        self, method: Method, call: Call, params: Any, scope: trio.CancelScope
+    ) -> None:
+        error: Error | None = None
+        result: Any = None
+        try:
+            with scope:
+                try:
+                    result = await method.handler(call, params)
+                except LokidError as exc:
+                    error = Error(exc.code, exc.message, exc.data)
+                except Exception as exc:
+                    error = internal_error(exc, method.name)
+            if scope.cancelled_caught:
+                error, result = Error(Cancelled.code, "request cancelled"), None
+            await self._reply(call.msgid, error, result)
+        finally:
+            del self._inflight[call.msgid]
+            self._slots.release()
+            if not self._inflight:
+                self._idle.unpark_all()
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def _reply(self, msgid: int | None, error: Error | None, result: Any) -> None:
+        try:
+            frame = encode_message(Response(msgid, error, result))
+        except (msgspec.EncodeError, TypeError, OverflowError) as exc:
+            frame = encode_message(Response(msgid, internal_error(exc, "encoding a reply")))
+        if len(frame) - 4 > self._max_frame:
+            message = f"reply of {len(frame) - 4} bytes exceeds the frame limit; ask for less"
+            frame = encode_message(Response(msgid, Error(TooLarge.code, message)))
+        await self.outbox.send_reply(frame)
+
+    async def _send_error(self, msgid: int | None, exc: LokidError) -> None:
+        await self._reply(msgid, Error(exc.code, exc.message, exc.data), None)
+
+    def offer_event(self, frame: bytes | bytearray) -> bool:
+        return self.outbox.offer(frame)

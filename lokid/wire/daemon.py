@@ -1,0 +1,72 @@
+"""Params and results of the daemon-level methods and the event notification."""
+
+from typing import Any
+
+import msgspec
+
+
+class HelloParams(msgspec.Struct, forbid_unknown_fields=True):
+    client: str = "unknown"
+    protocol: int = 1
+
+
+class HelloResult(msgspec.Struct):
+    server: str
+    version: str
+    protocol: int
+    capabilities: list[str]
+    pid: int
+
+
+class Empty(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class PingResult(msgspec.Struct):
+    time: str
+
+
+class StatusResult(msgspec.Struct):
+    version: str
+    pid: int
+    uptime_s: float
+    connections: int
+    projects: list[str]
+
+
+class ShutdownResult(msgspec.Struct):
+    stopping: bool
+
+
+class SubscribeParams(msgspec.Struct, forbid_unknown_fields=True):
+    topics: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    project: str | None = None
+
+
+class SubscribeResult(msgspec.Struct):
+    sub: int
+
+
+class UnsubscribeParams(msgspec.Struct, forbid_unknown_fields=True):
+    sub: int
+
+
+class UnsubscribeResult(msgspec.Struct):
+    removed: bool
+
+
+class CancelParams(msgspec.Struct):
+    """Params of the `$/cancel` client notification."""
+
+    id: int
+
+
+class Event(msgspec.Struct):
+    """Params of the `event` notification the daemon sends a subscriber."""
+
+    sub: int
+    seq: int
+    topic: str
+    project: str | None
+    time: str
+    data: Any = None

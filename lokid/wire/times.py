@@ -1,0 +1,21 @@
+"""Times on the wire and in files: ISO-8601 UTC strings, as Loki Mode writes them."""
+
+from datetime import UTC, datetime
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds to `2026-11-21T05:34:24.123Z` (millisecond precision)."""
+    dt = datetime.fromtimestamp(ts, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def iso_or_none(ts: float | None) -> str | None:
+    return None if ts is None else iso(ts)
+
+
+def parse_iso(text: str) -> float:
+    """Accepts `...Z`, `+00:00` offsets and naive times (taken as UTC)."""
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
