@@ -24,6 +24,7 @@ import trio
 
 from lokid import __version__
 from lokid.hub import Hub
+from lokid.projects import Projects
 from lokid.server.connection import encode_message
 from lokid.server.dispatch import Router
 from lokid.server.listener import Listener, accept_loop
@@ -44,6 +45,7 @@ class Daemon:
         self.version = __version__
         self.pid = os.getpid()
         self.hub = Hub(encode_message)
+        self.projects = Projects()
         self.connections: set[Connection] = set()
         self.started = time.monotonic()
         self.services: list[Service] = []
@@ -52,7 +54,7 @@ class Daemon:
         self._stop = trio.Event()
 
     def project_paths(self) -> list[str]:
-        return []
+        return self.projects.paths()
 
     @property
     def uptime(self) -> float:

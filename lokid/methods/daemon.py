@@ -2,6 +2,8 @@
 
 import time
 
+import trio
+
 from lokid.errors import InvalidParams, NotFound
 from lokid.server.dispatch import Call, Router
 from lokid.wire.daemon import (
@@ -10,6 +12,8 @@ from lokid.wire.daemon import (
     HelloResult,
     PingResult,
     ShutdownResult,
+    SleepParams,
+    SleepResult,
     StatusResult,
     SubscribeParams,
     SubscribeResult,
@@ -76,3 +80,16 @@ def unsubscribe(call: Call, params: UnsubscribeParams) -> UnsubscribeResult:
     if not call.daemon.hub.unsubscribe(call.conn, params.sub):
         raise NotFound(f"no subscription {params.sub} on this connection")
     return UnsubscribeResult(removed=True)
+
+
+MAX_SLEEP = 300.0
+
+
+@router.method("debug.sleep", SleepParams)
+async def debug_sleep(call: Call, params: SleepParams) -> SleepResult:
+    """Answer after a while: lets clients test concurrency, cancellation and timeouts."""
+    if not 0 <= params.seconds <= MAX_SLEEP:
+        raise InvalidParams(f"debug.sleep: seconds must be between 0 and {MAX_SLEEP:g}")
+    start = time.monotonic()
+    await trio.sleep(params.seconds)
+    return SleepResult(slept=round(time.monotonic() - start, 3))

@@ -70,3 +70,11 @@ class Event(msgspec.Struct):
     project: str | None
     time: str
     data: Any = None
+
+
+class SleepParams(msgspec.Struct, forbid_unknown_fields=True):
+    seconds: float = msgspec.field(default=1.0)
+
+
+class SleepResult(msgspec.Struct):
+    slept: float

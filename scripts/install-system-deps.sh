@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Debian packages the tests and benchmarks use. Installs only what is missing, so
+# a second run costs nothing; without root or apt-get it says what to install.
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have jq || need+=(jq)
+have flock || need+=(util-linux)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+if have apt-get && [ "$(id -u)" = 0 ]; then
+    echo "installing Debian packages: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+else
+    echo "missing Debian packages: ${need[*]} (apt-get install -y ${need[*]})" >&2
+    exit 1
+fi

@@ -1,0 +1,101 @@
+"""Test support: a real lokid process on a real socket, and condition waits.
+
+Waits poll for a condition with a deadline; none sleeps and hopes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lokictl import Client
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def short_tmpdir(prefix: str = "lk-") -> Path:
+    """A short folder under /tmp: unix socket paths must fit in 107 bytes."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+class Lokid:
+    """A `lokid serve` subprocess with its own socket, state folder and log file."""
+
+    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.socket = root / "run" / "lokid.sock"
+        self.log_path = root / "lokid.log"
+        self.args = args
+        self.env = {
+            **os.environ,
+            "XDG_STATE_HOME": str(root / "state"),
+            "LOKID_LOG_LEVEL": "debug",
+            **(env or {}),
+        }
+        self.env.pop("LOKID_SOCKET", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def cmd(self) -> list[str]:
+        return [sys.executable, "-m", "lokid", "serve", "--socket", str(self.socket), *self.args]
+
+    def start(self, wait: bool = True) -> Lokid:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env
+        )
+        log.close()
+        if wait:
+            wait_until(self._answers, 15, f"lokid to answer on {self.socket}")
+        return self
+
+    def _answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"lokid exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            Client.connect(self.socket, timeout=5).close()
+        except Exception:
+            return False
+        return True
+
+    def client(self) -> Client:
+        return Client.connect(self.socket, timeout=30)
+
+    def call(self, method: str, params: Any = None) -> Any:
+        with self.client() as c:
+            return c.call(method, params)
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
