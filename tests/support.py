@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from signal import SIGTERM
 from typing import Any
 
 from lokictl import Client
@@ -86,7 +87,7 @@ class Lokid:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20) -> int:
+    def stop(self, signum: int = SIGTERM, timeout: float = 20) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
