@@ -25,7 +25,7 @@ import trio
 from lokid import __version__
 from lokid.hub import Hub
 from lokid.projects import Projects
-from lokid.server.connection import encode_message
+from lokid.server.connection import CLOSE_FLUSH_SECONDS, encode_message
 from lokid.server.dispatch import Router
 from lokid.server.listener import Listener, accept_loop
 from lokid.settings import Settings
@@ -116,12 +116,20 @@ class Daemon:
             self.hub.publish("daemon.stopping", None, {"pid": self.pid})
             for conn in list(self.connections):
                 conn.stop_reading()
-            with trio.move_on_after(self.settings.shutdown_grace):
-                while self.connections:
-                    await trio.sleep(0.01)
-            if self.connections:
-                log.warning("cancelling %d connection(s) still busy", len(self.connections))
+            if not await self._connections_closed(self.settings.shutdown_grace):
+                log.warning(
+                    "cancelling the requests of %d busy connection(s)", len(self.connections)
+                )
+                for conn in list(self.connections):
+                    conn.cancel_inflight()  # each still answers `cancelled`
+                await self._connections_closed(CLOSE_FLUSH_SECONDS + 0.5)
             conns.cancel_scope.cancel()
+
+    async def _connections_closed(self, timeout: float) -> bool:
+        with trio.move_on_after(timeout):
+            while self.connections:
+                await trio.sleep(0.01)
+        return not self.connections
 
     async def _signals(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED):
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

@@ -106,6 +106,10 @@ class Connection:
         """Take no more requests; those in flight finish (the daemon bounds the wait)."""
         self._read_scope.cancel()
 
+    def cancel_inflight(self) -> None:
+        for scope in self._inflight.values():
+            scope.cancel()
+
     async def _wait_inflight(self) -> None:
         while self._inflight:
             await self._idle.park()
