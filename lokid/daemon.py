@@ -50,6 +50,12 @@ class Daemon:
         self.started = time.monotonic()
         self.services: list[Service] = []
         self.reload_hooks: list[Callable[[], None]] = []
+        # Run before and after the reload hooks (sd_notify RELOADING=1 ... READY=1).
+        self.reload_begin_hooks: list[Callable[[], None]] = []
+        self.reload_end_hooks: list[Callable[[], None]] = []
+        # Each returns True when its area is idle (no claimed task, no running container);
+        # `serve --idle-exit` stops only when all do and no client is connected.
+        self.idle_checks: list[Callable[[], bool]] = []
         self.stop_hooks: list[Callable[[], None]] = []
         self._stop = trio.Event()
 
@@ -65,10 +71,18 @@ class Daemon:
             log.info("shutting down (%s)", why)
             self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def wait_stopping(self) -> None:
+        """Return once shutdown was requested (lets a service act before the drain)."""
+        await self._stop.wait()
+
     def reload(self) -> None:
         """SIGHUP: each area re-reads its configuration; one failing does not stop the rest."""
         log.info("reloading configuration")
-        for hook in self.reload_hooks:
+        for hook in [*self.reload_begin_hooks, *self.reload_hooks, *self.reload_end_hooks]:
             try:
                 hook()
             except Exception:
