@@ -11,7 +11,11 @@ from lokid.daemon import Daemon
 from lokid.log import configure
 from lokid.methods import build_router
 from lokid.paths import UnsafePath, resolve_socket_path, state_dir
-from lokid.server.listener import AlreadyRunning, Listener
+from lokid.server.listener import AlreadyRunning
+from lokid.service import units
+from lokid.service.activation import ActivationError, open_listener
+from lokid.service.notify import Notifier
+from lokid.service.supervise import supervised
 from lokid.settings import Settings, env_default
 
 log = logging.getLogger("lokid")
@@ -47,11 +51,46 @@ def _parser() -> argparse.ArgumentParser:
         default=float(env_default("SHUTDOWN_GRACE", "5")),
         help="seconds SIGTERM waits for in-flight requests (default 5)",
     )
+    _add_service_options(sub, serve)
     return parser
+
+
+def _add_service_options(sub: argparse._SubParsersAction, serve: argparse.ArgumentParser) -> None:
+    """`serve --idle-exit` and `service install|uninstall` (running under systemd or launchd)."""
+    serve.add_argument(
+        "--idle-exit",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with a socket from systemd/launchd: exit after SECONDS with no clients and no work",
+    )
+    service = sub.add_parser("service", help="run lokid as a systemd or launchd user service")
+    actions = service.add_subparsers(dest="action", required=True)
+    install = actions.add_parser("install", help="write the units for this user")
+    install.add_argument("--now", action="store_true", help="also enable and start them")
+    uninstall = actions.add_parser("uninstall", help="stop, disable and remove the units")
+    for parser in (install, uninstall):
+        parser.add_argument(
+            "--manager", choices=["systemd", "launchd"], default=units.default_manager()
+        )
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be a number of seconds >= 0")
+    return value
+
+
+def _service(args: argparse.Namespace) -> int:
+    if args.action == "install":
+        return units.install(args.manager, now=args.now)
+    return units.uninstall(args.manager)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "service":
+        return _service(args)
     configure(args.log_level)
     try:
         settings = Settings(
@@ -62,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
             durability=args.durability,
             shutdown_grace=args.shutdown_grace,
         )
-        listener = Listener.bind(settings.socket)
-    except (UnsafePath, AlreadyRunning) as exc:
+        listener = open_listener(settings.socket, args.idle_exit)
+    except (UnsafePath, AlreadyRunning, ActivationError) as exc:
         print(f"lokid: {exc}", file=sys.stderr)
         return 1
     daemon = build_daemon(settings)
-    trio.run(daemon.serve, listener)
+    trio.run(supervised, daemon, listener, Notifier.from_env(), args.idle_exit)
     return 0
 
 

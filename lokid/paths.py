@@ -72,3 +72,32 @@ def ensure_private_dir(path: Path) -> None:
             f"{path} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0700 "
             f"(run: chmod 700 {path})"
         )
+
+
+# -- service manager units (shared by `lokid service install` and lokictl) ------------------
+
+SYSTEMD_SOCKET_UNIT = "lokid.socket"
+SYSTEMD_SERVICE_UNIT = "lokid.service"
+LAUNCHD_LABEL = "dev.lokid.lokid"
+
+
+def systemd_user_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where systemd looks for a user's own units: `$XDG_CONFIG_HOME/systemd/user`."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "systemd" / "user"
+
+
+def systemd_socket_path(env: Mapping[str, str] | None = None) -> Path | None:
+    """The socket `lokid.socket` listens on (`%t/lokid/lokid.sock`), when %t is known."""
+    env = os.environ if env is None else env
+    runtime = env.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "lokid" / "lokid.sock" if runtime else None
+
+
+def launchd_plist_path() -> Path:
+    return Path.home() / "Library" / "LaunchAgents" / f"{LAUNCHD_LABEL}.plist"
+
+
+def launchd_log_dir() -> Path:
+    return Path.home() / "Library" / "Logs" / "lokid"
