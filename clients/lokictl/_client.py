@@ -75,16 +75,21 @@ class Client:
         timeout: float | None = 30.0,
         spawn_wait: float = 10.0,
     ) -> Client:
-        """Connect; with `spawn`, start `lokid serve` when nobody answers and retry."""
+        """Connect; with `spawn`, start lokid when nobody answers and retry: through its
+        socket unit when one is installed for `path`, else as `lokid serve`."""
         path = Path(path) if path is not None else default_socket_path()
         try:
             return cls(_connect_once(path, timeout))
         except NotRunning:
             if not spawn:
                 raise
-        from lokictl._spawn import spawn_daemon
+        from lokictl._spawn import spawn_daemon, start_service
 
-        spawn_daemon(path)
+        if start_service(path):
+            what = "lokid's socket unit"
+        else:
+            spawn_daemon(path)
+            what = "lokid"
         deadline = time.monotonic() + spawn_wait
         delay = 0.005
         while True:
@@ -93,7 +98,7 @@ class Client:
             except NotRunning:
                 if time.monotonic() >= deadline:
                     raise NotRunning(
-                        f"started lokid but it did not answer on {path} within {spawn_wait:g}s"
+                        f"started {what} but it did not answer on {path} within {spawn_wait:g}s"
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
