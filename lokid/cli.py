@@ -9,7 +9,7 @@ import trio
 from lokid import __version__
 from lokid.daemon import Daemon
 from lokid.log import configure
-from lokid.methods import build_router
+from lokid.methods import build_router, runs
 from lokid.paths import UnsafePath, resolve_socket_path, state_dir
 from lokid.server.listener import AlreadyRunning
 from lokid.service import units
@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=float(env_default("SHUTDOWN_GRACE", "5")),
         help="seconds SIGTERM waits for in-flight requests (default 5)",
+    )
+    serve.add_argument(
+        "--spin-us",
+        type=float,
+        default=float(env_default("SPIN_US", "50")),
+        help="microseconds to poll for a client's next request before sleeping (0: off)",
     )
     _add_service_options(sub, serve)
     return parser
@@ -100,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             max_frame=args.max_frame,
             durability=args.durability,
             shutdown_grace=args.shutdown_grace,
+            spin_us=args.spin_us,
         )
         listener = open_listener(settings.socket, args.idle_exit)
     except (UnsafePath, AlreadyRunning, ActivationError) as exc:
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_daemon(settings: Settings) -> Daemon:
-    return Daemon(settings, build_router())
+    return runs.with_runs(Daemon(settings, build_router()))
 
 
 if __name__ == "__main__":

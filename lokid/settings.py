@@ -22,6 +22,9 @@ class Settings(msgspec.Struct, kw_only=True):
     outbox_limit: int = 4 * 1024 * 1024
     # Requests one connection may have running at once before the reader pauses.
     max_inflight: int = 64
+    # Microseconds a connection polls for its client's next request before parking
+    # in epoll (see Connection._spin_recv); 0 turns busy-polling off.
+    spin_us: float = 50.0
     # How long SIGTERM waits for in-flight requests before cancelling them.
     shutdown_grace: float = 5.0
     # SQLite synchronous mode: `normal` survives a lokid crash, `full` an OS crash.

@@ -5,7 +5,17 @@ with Client.connect() as lokid:
     print(lokid.call("daemon.status"))
 """
 
+from typing import Any
+
 from lokictl._client import Client, DaemonError, NotRunning, ProtocolError
-from lokictl._spawn import spawn_daemon
 
 __all__ = ["Client", "DaemonError", "NotRunning", "ProtocolError", "spawn_daemon"]
+
+
+def __getattr__(name: str) -> Any:
+    # subprocess costs milliseconds at start-up; only spawning needs it.
+    if name == "spawn_daemon":
+        from lokictl._spawn import spawn_daemon
+
+        return spawn_daemon
+    raise AttributeError(f"module 'lokictl' has no attribute {name!r}")

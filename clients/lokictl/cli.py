@@ -5,15 +5,20 @@ Exit codes: 0 done, 1 the daemon answered with an error, 2 bad usage,
 """
 
 import argparse
-import json
 import os
 import sys
 import time
 from typing import Any
 
+import msgspec
+
 from lokictl._client import Client, DaemonError, NotRunning, ProtocolError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_LOST = 1, 2, 3, 4
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def _common(defaults: bool) -> argparse.ArgumentParser:
@@ -56,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print(args: argparse.Namespace, value: Any, text: str) -> None:
-    print(json.dumps(value) if args.json else text, flush=True)
+    print(_json(value) if args.json else text, flush=True)
 
 
 def _duration(seconds: float) -> str:
@@ -90,10 +95,10 @@ def cmd_events(client: Client, args: argparse.Namespace) -> int:
     try:
         for event in client.events():
             if args.json:
-                print(json.dumps(event), flush=True)
+                print(_json(event), flush=True)
             else:
                 where = f" [{event['project']}]" if event["project"] else ""
-                data = json.dumps(event["data"]) if event["data"] is not None else ""
+                data = _json(event["data"]) if event["data"] is not None else ""
                 print(f"{event['time']} {event['topic']}{where} {data}".rstrip(), flush=True)
     except KeyboardInterrupt:
         return 0

@@ -1,12 +1,15 @@
 """Times on the wire and in files: ISO-8601 UTC strings, as Loki Mode writes them."""
 
+import time
 from datetime import UTC, datetime
 
 
 def iso(ts: float) -> str:
     """Epoch seconds to `2026-11-21T05:34:24.123Z` (millisecond precision)."""
-    dt = datetime.fromtimestamp(ts, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    whole = int(ts // 1)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + (
+        f".{int((ts - whole) * 1000):03d}Z"
+    )
 
 
 def iso_or_none(ts: float | None) -> str | None:
