@@ -1,0 +1,165 @@
+"""`~/.loki/dashboard/projects.json` and `.loki/docker/run.json`, in Loki Mode's formats.
+
+The registry is shared with Loki Mode's own dashboard and shell, so every change is a
+read-modify-write under their `flock` on `~/.loki/dashboard/.registry.lock` (an fcntl lock
+per open file, which also keeps lokid's own threads apart), written to a temp file in the
+same folder, fsynced and `os.replace`d: readers never see a torn file and no writer's entry
+is lost. Entries lokid did not write are carried over untouched.
+
+These functions block (locks, fsync); the daemon calls them from a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from lokid.domain.prune import project_id
+
+RUN_JSON = Path(".loki") / "docker" / "run.json"
+
+
+class RunFile(msgspec.Struct):
+    """`.loki/docker/run.json`, exactly the four keys Loki Mode's shell writes and reads."""
+
+    container: str
+    image: str
+    project_dir: str
+    started_at: str
+
+
+def _now() -> str:
+    # Loki Mode's registry stamps `datetime.now(timezone.utc).isoformat()`.
+    return datetime.now(UTC).isoformat()
+
+
+def registry_dir(home: Path | None = None) -> Path:
+    return (home or Path.home()) / ".loki" / "dashboard"
+
+
+@contextlib.contextmanager
+def _registry_lock(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".registry.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        data = None
+    except (OSError, ValueError):
+        data = None  # Loki Mode's loader also starts over from a corrupt file
+    if not isinstance(data, dict) or not isinstance(data.get("projects"), dict):
+        data = {"version": "1.0", "projects": {}}
+    return data
+
+
+def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Temp file in the same folder, then rename: the file is always whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _save(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str).encode())
+
+
+def register_running(path: str, port: int | None, home: Path | None = None) -> dict[str, Any]:
+    """Record a docker run of `path` as Loki Mode does: `status: running`, `pid: null`."""
+    folder = registry_dir(home)
+    with _registry_lock(folder):
+        data = _load(folder / "projects.json")
+        pid = project_id(path)
+        now = _now()
+        entry = data["projects"].get(pid)
+        if not isinstance(entry, dict):
+            entry = {
+                "id": pid,
+                "path": path,
+                "name": os.path.basename(path) or path,
+                "alias": None,
+                "registered_at": now,
+                "last_accessed": None,
+            }
+            data["projects"][pid] = entry
+        entry.update(
+            updated_at=now,
+            has_loki_dir=os.path.isdir(os.path.join(path, ".loki")),
+            status="running",
+            pid=None,
+            port=port,
+        )
+        _save(folder / "projects.json", data)
+        return entry
+
+
+def mark_stopped(path: str, home: Path | None = None) -> bool:
+    """`status: stopped`, `pid: null`; the entry stays so the dashboard can still list it."""
+    folder = registry_dir(home)
+    if not (folder / "projects.json").exists():
+        return False
+    with _registry_lock(folder):
+        data = _load(folder / "projects.json")
+        entry = data["projects"].get(project_id(path))
+        if not isinstance(entry, dict):
+            return False
+        entry.update(status="stopped", pid=None, updated_at=_now())
+        _save(folder / "projects.json", data)
+        return True
+
+
+def registry_entries(home: Path | None = None) -> list[dict[str, Any]]:
+    data = _load(registry_dir(home) / "projects.json")
+    return [e for e in data["projects"].values() if isinstance(e, dict)]
+
+
+def write_run_file(project_dir: str, run: RunFile) -> None:
+    write_atomic(Path(project_dir) / RUN_JSON, json.dumps(msgspec.to_builtins(run)).encode())
+
+
+def read_run_file(project_dir: str) -> RunFile | None:
+    try:
+        return msgspec.json.decode((Path(project_dir) / RUN_JSON).read_bytes(), type=RunFile)
+    except (OSError, msgspec.DecodeError):
+        return None
+
+
+def remove_run_file(project_dir: str, container: str | None = None) -> bool:
+    """Delete run.json; with `container`, only when it still names that container (a newer
+    run of the project may have replaced it)."""
+    if container is not None:
+        current = read_run_file(project_dir)
+        if current is not None and current.container != container:
+            return False
+    try:
+        os.unlink(Path(project_dir) / RUN_JSON)
+    except FileNotFoundError:
+        return False
+    return True
