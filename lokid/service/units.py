@@ -69,16 +69,19 @@ def search_path(first: str, current: str) -> str:
 # -- rendering ------------------------------------------------------------------------------
 
 
-def systemd_quote(arg: str) -> str:
-    """One ExecStart word: `%` and `$` are specifiers there, whitespace splits."""
-    escaped = arg.replace("%", "%%").replace("$", "$$")
+def systemd_quote(arg: str, command: bool = False) -> str:
+    """One ExecStart word: `%` starts a specifier, `$` a variable (but not in the command
+    itself, which systemd leaves unexpanded), whitespace splits."""
+    escaped = arg.replace("%", "%%")
+    if not command:
+        escaped = escaped.replace("$", "$$")
     if any(c.isspace() or c in "\"'\\;" for c in escaped):
         return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return escaped
 
 
 def render_systemd(template: str, inst: Installation) -> str:
-    return template.replace("@PYTHON@", systemd_quote(inst.python))
+    return template.replace("@PYTHON@", systemd_quote(inst.python, command=True))
 
 
 def systemd_units(inst: Installation) -> dict[str, str]:
