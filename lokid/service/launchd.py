@@ -74,7 +74,7 @@ def from_launchd(lib: LibSystem | None = None, name: str = FD_NAME) -> Listener 
         if exc.code in NOT_ACTIVATED:
             return None
         raise
-    except OSError as exc:  # no libSystem: not macOS
+    except (OSError, AttributeError) as exc:  # no libSystem (or no such symbol): not macOS
         log.debug("libSystem unavailable: %s", exc)
         return None
     if not fds:
