@@ -1,0 +1,96 @@
+"""Idle exit: the pure timing rule on an injected clock, the service on trio's mock clock,
+and a socket-activated lokid that leaves once its last client has gone."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import trio
+import trio.testing
+from service_support import ACTIVATE, Activated
+
+from lokid.cli import build_daemon
+from lokid.service.idle import IdleTimer, idle_exit, poll_interval
+from lokid.settings import Settings
+from support import wait_until
+
+
+def test_idle_timer_counts_from_the_first_idle_moment():
+    timer = IdleTimer(5)
+    assert timer.update(False, now=100) is None
+    assert timer.update(True, now=101) == 5
+    assert timer.update(True, now=104) == 2
+    assert timer.update(True, now=106) == 0
+    assert timer.update(True, now=107) < 0
+
+
+def test_being_busy_starts_the_count_again():
+    timer = IdleTimer(5)
+    timer.update(True, now=0)
+    assert timer.update(True, now=4) == 1
+    assert timer.update(False, now=4.5) is None
+    assert timer.update(True, now=6) == 5
+
+
+def test_poll_interval_stays_reasonable():
+    assert poll_interval(0.5) == pytest.approx(0.1)
+    assert poll_interval(0) == 0.02
+    assert poll_interval(3600) == 1.0
+
+
+def _daemon(tmp_short):
+    settings = Settings(socket=tmp_short / "unused.sock", state_dir=tmp_short / "state")
+    return build_daemon(settings)
+
+
+def _stop_time(daemon, limit: float, busy_until: float) -> float:
+    """Run the idle service on a mock clock with an area busy until `busy_until`."""
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    daemon.idle_checks.append(lambda: trio.current_time() >= busy_until)
+
+    async def main() -> float:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(idle_exit(limit), daemon)
+            await daemon.wait_stopping()
+            return trio.current_time()
+
+    return trio.run(main, clock=clock)
+
+
+def test_the_service_waits_for_every_area_then_the_limit(tmp_short):
+    stopped = _stop_time(_daemon(tmp_short), limit=30, busy_until=100)
+    assert 130 <= stopped <= 130 + poll_interval(30)
+
+
+def test_a_failing_idle_check_counts_as_busy(tmp_short):
+    daemon = _daemon(tmp_short)
+    calls = []
+
+    def broken() -> bool:
+        calls.append(trio.current_time())
+        if len(calls) < 50:
+            raise RuntimeError("area exploded")
+        return True
+
+    daemon.idle_checks.append(broken)
+    stopped = _stop_time(daemon, limit=10, busy_until=0)
+    assert stopped >= calls[49] + 10
+
+
+@pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate missing")
+def test_idle_exit_after_the_last_client_leaves(tmp_short):
+    daemon = Activated(tmp_short, "--idle-exit", "0.5")
+    try:
+        daemon.start()
+        with daemon.client() as client:
+            client.call("ping")
+            # Connected for three times the limit, by lokid's own clock: still serving.
+            wait_until(lambda: client.call("daemon.status")["uptime_s"] > 1.5, 10, "uptime")
+            assert daemon.proc.poll() is None
+        assert daemon.proc.wait(10) == 0
+    finally:
+        daemon.kill()
+    assert "shutting down (idle for 0.5s)" in daemon.log()
+    assert stat.S_ISSOCK(os.lstat(daemon.socket).st_mode), "the manager's socket stays"
