@@ -21,9 +21,15 @@ ACTIVATE = shutil.which("systemd-socket-activate")
 class Activated:
     """`systemd-socket-activate -l SOCKET --fdname=lokid python -m lokid serve ARGS`."""
 
-    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        socket: Path | None = None,
+    ) -> None:
         self.root = root
-        self.socket = root / "run" / "lokid.sock"
+        self.socket = socket or root / "run" / "lokid.sock"
         self.log_path = root / "activate.log"
         self.args = args
         self.env = {"XDG_STATE_HOME": str(root / "state"), "LOKID_LOG_LEVEL": "debug"}
@@ -39,7 +45,7 @@ class Activated:
 
     def start(self) -> Activated:
         """Start listening; lokid itself starts on the first connection."""
-        self.socket.parent.mkdir(mode=0o700, exist_ok=True)
+        self.socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         wait_until(lambda: "Listening on" in self.log(), 10, "systemd-socket-activate to listen")
