@@ -6,6 +6,8 @@ need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have jq || need+=(jq)
 have flock || need+=(util-linux)
+# The service tests: socket activation and unit checks.
+have systemd-socket-activate && have systemd-analyze || need+=(systemd)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if have apt-get && [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${need[*]}"
