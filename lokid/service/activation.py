@@ -63,7 +63,7 @@ def check_listening_unix(sock: socket.socket) -> None:
     """Refuse anything but a listening AF_UNIX stream socket."""
     kind = sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
     domain = sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN) if _HAS_DOMAIN else sock.family
-    listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    listening = sock.getsockopt(socket.SOL_SOCKET, _ACCEPTCONN) if _ACCEPTCONN else True
     if domain != socket.AF_UNIX or kind != socket.SOCK_STREAM or not listening:
         raise ActivationError(
             f"fd {sock.fileno()} is not a listening unix stream socket "
@@ -72,6 +72,7 @@ def check_listening_unix(sock: socket.socket) -> None:
 
 
 _HAS_DOMAIN = hasattr(socket, "SO_DOMAIN")  # Linux; elsewhere the family from getsockname
+_ACCEPTCONN = getattr(socket, "SO_ACCEPTCONN", None)
 
 
 def adopt_fd(fd: int, origin: str) -> Listener:
