@@ -8,6 +8,10 @@ have jq || need+=(jq)
 have flock || need+=(util-linux)
 # The service tests: socket activation and unit checks.
 have systemd-socket-activate && have systemd-analyze || need+=(systemd)
+# The container tests: a private Docker engine, a local registry, a busybox image.
+have dockerd || [ -x /usr/sbin/dockerd ] || need+=(docker.io)
+have docker-registry || need+=(docker-registry)
+[ -x /bin/busybox ] || need+=(busybox-static)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if have apt-get && [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${need[*]}"

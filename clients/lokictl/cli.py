@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     daemon = sub.add_parser("daemon", parents=[common], help="control the daemon")
     daemon_sub = daemon.add_subparsers(dest="action", required=True)
     daemon_sub.add_parser("stop", parents=[common], help="stop lokid")
+    _add_run_commands(sub, common)
     return parser
 
 
@@ -112,6 +113,127 @@ def cmd_daemon(client: Client, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"status": cmd_status, "ping": cmd_ping, "events": cmd_events, "daemon": cmd_daemon}
+
+
+# -- container runs: run start|stop|status|logs|list, image update --------------------------
+
+# Passed to the container when set in lokictl's environment (lokid may have been started
+# from another one, such as a service manager's).
+RUN_SECRETS = ("ANTHROPIC_API_KEY", "GITHUB_TOKEN", "GH_TOKEN")
+
+
+def _project() -> str:
+    """The logical $PWD, as Loki Mode's shell names the project (not a resolved path)."""
+    return os.environ.get("PWD") or os.getcwd()
+
+
+def _add_run_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    run = sub.add_parser("run", parents=[common], help="Loki Mode runs in containers")
+    run_sub = run.add_subparsers(dest="action", required=True)
+    start = run_sub.add_parser("start", parents=[common], help="start this folder's run")
+    start.add_argument("--image", help="image (default: LOKI_DOCKER_IMAGE of lokid)")
+    start.add_argument("--api", action="store_true", help="publish the dashboard port")
+    start.add_argument("--no-pull", action="store_true", help="skip pull and prune")
+    start.add_argument(
+        "-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="container env"
+    )
+    start.add_argument("args", nargs="*", help="loki arguments (default: start); put -- first")
+    stop = run_sub.add_parser("stop", parents=[common], help="stop and remove the run")
+    stop.add_argument("--all", action="store_true", help="every run lokid or Loki Mode started")
+    stop.add_argument("--grace", type=float, help="seconds before SIGKILL (default: lokid's)")
+    run_sub.add_parser("status", parents=[common], help="this folder's run")
+    run_sub.add_parser("list", parents=[common], help="every run")
+    logs = run_sub.add_parser("logs", parents=[common], help="the run's output")
+    logs.add_argument("-n", "--tail", type=int, help="last N lines only")
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
+    image = sub.add_parser("image", parents=[common], help="the Loki Mode image")
+    image_sub = image.add_subparsers(dest="action", required=True)
+    update = image_sub.add_parser("update", parents=[common], help="pull, then prune old ones")
+    update.add_argument("--image", help="image (default: LOKI_DOCKER_IMAGE of lokid)")
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    port = f" port {run['port']}" if run["port"] else ""
+    code = f" exit {run['exit_code']}" if run["exit_code"] is not None else ""
+    return f"{run['container']} {run['state']}{code}{port} {run['image']} ({run['project']})"
+
+
+def _start_params(args: argparse.Namespace) -> dict[str, Any]:
+    env = {k: os.environ[k] for k in RUN_SECRETS if os.environ.get(k)}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"lokictl: -e wants KEY=VALUE, got {item!r}")
+        env[key] = value
+    params: dict[str, Any] = {"project": _project(), "args": args.args or ["start"], "env": env}
+    if args.image:
+        params["image"] = args.image
+    if args.api:
+        params["api"] = True
+    if args.no_pull:
+        params["pull"] = False
+    return params
+
+
+def _run_logs(client: Client, args: argparse.Namespace) -> int:
+    params = {"project": _project(), "tail": args.tail, "follow": args.follow}
+    if not args.follow:
+        result = client.call("run.logs", params)
+        _print(args, result, "\n".join(result["lines"]))
+        return 0
+    msgid = client.send("run.logs", params)
+    try:
+        while True:
+            event = client.next_event()
+            data = event["data"] or {}
+            if event["topic"] != "run.log" or data.get("id") != msgid:
+                continue
+            if data.get("end"):
+                break
+            print(_json(event) if args.json else data["line"], flush=True)
+    except KeyboardInterrupt:
+        client.cancel(msgid)
+        return 0
+    client.result(msgid)
+    return 0
+
+
+def cmd_run(client: Client, args: argparse.Namespace) -> int:
+    if args.action == "logs":
+        return _run_logs(client, args)
+    if args.action == "start":
+        r = client.call("run.start", _start_params(args))
+        for warning in r["warnings"]:
+            print(f"lokictl: warning: {warning}", file=sys.stderr)
+        port = f", dashboard on port {r['port']}" if r["port"] else ""
+        _print(args, r, f"started {r['container']} ({r['image']}){port}")
+    elif args.action == "stop":
+        params = {"all": True} if args.all else {"project": _project()}
+        if args.grace is not None:
+            params["grace"] = args.grace
+        r = client.call("run.stop", params)
+        names = r["stopped"] + r["removed"]
+        _print(args, r, f"stopped {', '.join(names)}" if names else "nothing running")
+    elif args.action == "status":
+        r = client.call("run.status", {"project": _project()})
+        _print(args, r, _run_line(r["run"]) if r["run"] else "no run for this folder")
+    else:
+        r = client.call("run.list")
+        _print(args, r, "\n".join(_run_line(x) for x in r["runs"]) or "no runs")
+    return 0
+
+
+def cmd_image(client: Client, args: argparse.Namespace) -> int:
+    r = client.call("image.update", {"image": args.image} if args.image else {})
+    lines = [f"{r['image']} is {r['id'][:19]}", r["message"]]
+    lines += [f"could not remove {f['id'][:19]}: {f['error']}" for f in r["failed"]]
+    _print(args, r, "\n".join(lines))
+    return 0
+
+
+COMMANDS.update(run=cmd_run, image=cmd_image)
+
+# -- end of container runs ------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -344,7 +344,10 @@ class Runs:
 
     async def _pick_port(self) -> int:
         containers = await self.engine.call(lambda c: c.api.containers(), "list containers")
-        busy = _published_ports(containers) | self._reserved
+        # The engine lists published ports only when a network carries them; lokid's own
+        # runs and the starts still in flight hold theirs regardless.
+        tracked = {t.port for p in self.daemon.projects if (t := p.areas.get("runs")) and t.port}
+        busy = _published_ports(containers) | self._reserved | tracked
 
         def probe() -> set[int]:
             return {p for p in rules.dashboard_ports() if p not in busy and _bound_locally(p)}
@@ -511,7 +514,8 @@ class Runs:
     async def logs(
         self, project: Project, tail: int | None, deliver: Any | None
     ) -> tuple[str, list[str], int]:
-        """The run's output; with `deliver`, follow it line by line until the container ends."""
+        """The run's output; with `deliver`, follow it line by line until the container ends,
+        then `deliver(container, None)` marks the end."""
         info = await self.status(project)
         if info is None:
             raise NotFound(f"no run for {project.path}")
@@ -541,6 +545,7 @@ class Runs:
         if pending:
             count += 1
             await deliver(info.container, self.engine.clean(pending.decode(errors="replace")))
+        await deliver(info.container, None)
         return info.container, [], count
 
     # -- the engine watch ----------------------------------------------------------------

@@ -88,12 +88,16 @@ async def run_logs(call: Call, params: RunLogsParams) -> RunLogsResult:
     if params.follow:
         seq = 0
 
-        async def deliver(container: str, line: str) -> None:
+        async def deliver(container: str, line: str | None) -> None:
             # Straight to the requesting connection, waiting for room: a log stream is the
             # answer to this request, so lines are never dropped (the reader is slowed).
             nonlocal seq
             seq += 1
-            data = {"id": call.msgid, "container": container, "line": line}
+            data: dict[str, object] = {"id": call.msgid, "container": container}
+            if line is None:  # the stream ended: a client can stop reading events
+                data.update(end=True, lines=seq - 1)
+            else:
+                data["line"] = line
             event = Event(LOG_SUB, seq, "run.log", project.path, iso(time.time()), data)
             await call.conn.outbox.send_reply(encode_message(Notification("event", event)))
 
