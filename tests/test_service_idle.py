@@ -4,6 +4,7 @@ and a socket-activated lokid that leaves once its last client has gone."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 
 import pytest
@@ -12,7 +13,7 @@ import trio.testing
 from service_support import ACTIVATE, Activated
 
 from lokid.cli import build_daemon
-from lokid.service.idle import IdleTimer, idle_exit, poll_interval
+from lokid.service.idle import IdleTimer, idle_exit, is_idle, poll_interval
 from lokid.settings import Settings
 from support import wait_until
 
@@ -77,6 +78,19 @@ def test_a_failing_idle_check_counts_as_busy(tmp_short):
     daemon.idle_checks.append(broken)
     stopped = _stop_time(daemon, limit=10, busy_until=0)
     assert stopped >= calls[49] + 10
+
+
+def test_a_connection_waiting_to_be_accepted_is_a_client(tmp_short):
+    daemon = _daemon(tmp_short)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(tmp_short / "s.sock"))
+        listener.listen()
+        assert is_idle(daemon, listener)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(tmp_short / "s.sock"))
+            assert not is_idle(daemon, listener)
+            listener.accept()[0].close()
+            assert is_idle(daemon, listener)
 
 
 @pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate missing")

@@ -8,12 +8,14 @@ every area's `Daemon.idle_checks` (claimed tasks, running containers) says idle.
 from __future__ import annotations
 
 import logging
+import select
+import socket
 from typing import TYPE_CHECKING
 
 import trio
 
 if TYPE_CHECKING:
-    from lokid.daemon import Daemon
+    from lokid.daemon import Daemon, Service
 
 log = logging.getLogger("lokid.idle")
 
@@ -35,9 +37,18 @@ class IdleTimer:
         return self.since + self.limit - now
 
 
-def is_idle(daemon: Daemon) -> bool:
-    """No connection and every area idle; a failing check counts as busy."""
-    if daemon.connections:
+def has_pending(sock: socket.socket) -> bool:
+    """A connection waits in the listen queue, not yet accepted."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(readable)
+
+
+def is_idle(daemon: Daemon, listener: socket.socket | None = None) -> bool:
+    """No connection (accepted or queued) and every area idle; a failing check is busy."""
+    if daemon.connections or (listener is not None and has_pending(listener)):
         return False
     for check in daemon.idle_checks:
         try:
@@ -54,14 +65,17 @@ def poll_interval(limit: float) -> float:
     return min(max(limit / 5, 0.02), 1.0)
 
 
-def idle_exit(limit: float):
-    """A daemon service that requests shutdown after `limit` idle seconds."""
+def idle_exit(limit: float, listener: socket.socket | None = None) -> Service:
+    """A daemon service that requests shutdown after `limit` idle seconds.
+
+    A connection still in the listen queue counts as a client: it shrinks the moment
+    between deciding to stop and no longer accepting to one scheduling step."""
 
     async def service(daemon: Daemon) -> None:
         timer = IdleTimer(limit)
         step = poll_interval(limit)
         while not daemon.stopping:
-            left = timer.update(is_idle(daemon), trio.current_time())
+            left = timer.update(is_idle(daemon, listener), trio.current_time())
             if left is not None and left <= 0:
                 daemon.request_shutdown(f"idle for {limit:g}s")
                 return

@@ -35,19 +35,21 @@ def summary(daemon: Daemon) -> str:
     return f"serving {clients}, {projects}"
 
 
-def attach(daemon: Daemon, notifier: Notifier, idle_after: float | None) -> None:
+def attach(
+    daemon: Daemon, listener: Listener, notifier: Notifier, idle_after: float | None
+) -> None:
     """Register the reload notices and, when asked, the idle-exit service."""
     if notifier.enabled:
         daemon.reload_begin_hooks.append(notifier.reloading)
         daemon.reload_end_hooks.append(lambda: notifier.ready(summary(daemon)))
     if idle_after is not None:
-        daemon.services.append(idle_exit(idle_after))
+        daemon.services.append(idle_exit(idle_after, listener.sock))
 
 
 async def supervised(
     daemon: Daemon, listener: Listener, notifier: Notifier, idle_after: float | None = None
 ) -> None:
-    attach(daemon, notifier, idle_after)
+    attach(daemon, listener, notifier, idle_after)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.serve, listener)
