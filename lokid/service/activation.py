@@ -83,7 +83,10 @@ def adopt_fd(fd: int, origin: str) -> Listener:
     except OSError as exc:
         raise ActivationError(f"fd {fd} from {origin} is not open: {exc}") from None
     fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
-    sock = socket.socket(fileno=fd)
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ActivationError(f"fd {fd} from {origin} is not a usable socket: {exc}") from None
     try:
         check_listening_unix(sock)
     except BaseException:

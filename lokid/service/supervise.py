@@ -7,7 +7,6 @@ supervised
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import trio
@@ -18,8 +17,6 @@ from lokid.service.notify import Notifier
 if TYPE_CHECKING:
     from lokid.daemon import Daemon
     from lokid.server.listener import Listener
-
-log = logging.getLogger("lokid.supervise")
 
 STATUS_EVERY = 5.0  # seconds between STATUS refreshes when there is no watchdog
 
