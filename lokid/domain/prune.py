@@ -151,7 +151,8 @@ def select_prune(
 def select_stop_all(
     containers: Iterable[ContainerRecord], repository: str, repo_image_ids: Collection[str]
 ) -> list[ContainerRecord]:
-    """`run.stop {all}`: every container lokid manages, and every one of the image's repository.
+    """`run.stop {all}`: every container lokid manages, and every running one of the image's
+    repository (Loki Mode's shell starts those with `--rm`; an exited one is not ours to drop).
 
     A container counts as the repository's when it was created from a reference of that
     repository or runs one of the repository's local images (its tag may have moved since).
@@ -162,7 +163,7 @@ def select_stop_all(
         from_repo = c.image_id in repo_image_ids or (
             c.image != "" and parse_reference(c.image).repository == repo
         )
-        if is_managed(c.labels) or from_repo:
+        if is_managed(c.labels) or (from_repo and c.running):
             chosen.append(c)
     return chosen
 
