@@ -126,7 +126,7 @@ def test_plist_values_are_escaped():
     assert plist["Sockets"]["lokid"]["SockPathName"] == "/s o/l.sock"
 
 
-def _lokid(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _lokid(tmp: Path, *args: str, socket: Path | None = None) -> subprocess.CompletedProcess[str]:
     """`lokid service ...` for a user whose home is `tmp`, with no service manager to
     reach (so `--now` and uninstall cannot touch the machine's own user manager)."""
     env = {
@@ -137,6 +137,8 @@ def _lokid(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "DBUS_SESSION_BUS_ADDRESS": f"unix:path={tmp}/no-bus",
     }
     env.pop("LOKID_SOCKET", None)
+    if socket is not None:
+        env["LOKID_SOCKET"] = str(socket)
     cmd = [sys.executable, "-m", "lokid", "service", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
 
@@ -190,3 +192,12 @@ def test_idle_exit_must_be_a_duration():
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "must be a number of seconds >= 0" in done.stderr
+
+
+def test_install_warns_about_a_lokid_that_bound_the_socket_itself(lokid, tmp_short):
+    done = _lokid(tmp_short, "install", "--manager", "launchd", socket=lokid.socket)
+    assert done.returncode == 0, done.stderr
+    assert f"a lokid not run by the service serves {lokid.socket}" in done.stderr
+    lokid.stop()
+    done = _lokid(tmp_short, "install", "--manager", "launchd", socket=lokid.socket)
+    assert "not run by the service" not in done.stderr

@@ -8,10 +8,10 @@ fills in this installation's absolute paths (launchd expands neither `~` nor
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import plistlib
 import shlex
-import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -163,10 +163,13 @@ def _say(text: str) -> None:
     print(f"lokid: {text}", file=sys.stderr)
 
 
-def _run(commands: list[list[str]]) -> bool:
+def _run(commands: list[list[str]], quiet: bool = False) -> bool:
+    out = subprocess.DEVNULL if quiet else None
     for cmd in commands:
         try:
-            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, check=False, timeout=60)
+            done = subprocess.run(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=False, timeout=60
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             _say(f"{shlex.join(cmd)} failed: {exc}")
             return False
@@ -175,13 +178,20 @@ def _run(commands: list[list[str]]) -> bool:
     return True
 
 
-def _answers(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
+def _self_bound(path: str) -> bool:
+    """A lokid that bound `path` itself holds the lock beside it (a socket-activated one
+    does not). Probing the lock, unlike connecting, never starts an installed service."""
+    try:
+        fd = os.open(path + ".lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def install(manager: Manager, now: bool = False, env: Mapping[str, str] | None = None) -> int:
@@ -194,11 +204,13 @@ def install(manager: Manager, now: bool = False, env: Mapping[str, str] | None =
         Path(name).parent.mkdir(parents=True, exist_ok=True)
         Path(name).write_bytes(data)
         _say(f"wrote {name}")
-    if _answers(plan.socket):
-        _say(f"a lokid already answers on {plan.socket}; stop it first: lokictl daemon stop")
+    if _self_bound(plan.socket):
+        _say(f"a lokid not run by the service serves {plan.socket}; stop it: lokictl daemon stop")
     if not now:
         print(one_command(plan.enable))
         return 0
+    if manager == "launchd":
+        _run(plan.disable, quiet=True)  # bootstrap refuses an agent that is still loaded
     if _run(plan.enable):
         _say(f"enabled; lokid starts on the first connection to {plan.socket}")
         return 0
