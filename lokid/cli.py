@@ -9,7 +9,7 @@ import trio
 from lokid import __version__
 from lokid.daemon import Daemon
 from lokid.log import configure
-from lokid.methods import build_router, runs
+from lokid.methods import build_router, queue, runs
 from lokid.paths import UnsafePath, resolve_socket_path, state_dir
 from lokid.server.listener import AlreadyRunning
 from lokid.service import units
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_daemon(settings: Settings) -> Daemon:
-    return runs.with_runs(Daemon(settings, build_router()))
+    return runs.with_runs(queue.with_queues(Daemon(settings, build_router())))
 
 
 if __name__ == "__main__":

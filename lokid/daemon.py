@@ -31,6 +31,7 @@ from lokid.server.listener import Listener, accept_loop
 from lokid.settings import Settings
 
 if TYPE_CHECKING:
+    from lokid.queues import QueueArea
     from lokid.server.connection import Connection
 
 log = logging.getLogger("lokid.daemon")
@@ -58,6 +59,16 @@ class Daemon:
         self.idle_checks: list[Callable[[], bool]] = []
         self.stop_hooks: list[Callable[[], None]] = []
         self._stop = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.queues: QueueArea  # set by lokid.methods.queue.with_queues
+        self._spawn_later: list[tuple[Callable[..., Awaitable[None]], tuple[object, ...]]] = []
+
+    def spawn(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        """Run background work for the daemon's life (e.g. a project's view writer)."""
+        if self._nursery is None:
+            self._spawn_later.append((fn, args))
+        else:
+            self._nursery.start_soon(fn, *args)
 
     def project_paths(self) -> list[str]:
         return self.projects.paths()
@@ -102,6 +113,10 @@ class Daemon:
                     await root.start(self._signals)
                 for service in self.services:
                     root.start_soon(service, self)
+                self._nursery = root
+                for fn, args in self._spawn_later:
+                    root.start_soon(fn, *args)
+                self._spawn_later.clear()
                 await self._serve_connections(listener, task_status)
                 root.cancel_scope.cancel()
         finally:

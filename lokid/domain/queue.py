@@ -1,0 +1,103 @@
+"""The queue's rules, as plain functions: keys, priorities, backoff, failure outcomes.
+
+No I/O and no clock of their own: `now` and the random source are parameters,
+so each rule is tested exactly.
+"""
+
+import hashlib
+import json
+import math
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+MAX_BACKOFF = 3600.0  # seconds; no retry waits longer than an hour
+JITTER = 0.10  # up to 10% added at random, so retries of many tasks spread out
+RATE_LIMIT_BASE = 60.0  # base of the backoff when a rate-limited error names no wait
+
+PRIORITY_NAMES = {"critical": 10, "high": 8, "medium": 5, "normal": 5, "low": 3}
+RATE_LIMIT_MARKERS = ("rate limit", "429", "too many requests", "quota exceeded", "retry-after")
+_RETRY_AFTER = re.compile(r"retry[-_ ]after\W{0,3}(\d+(?:\.\d+)?)\s*(ms|s|sec|seconds?)?", re.I)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the same bytes for the same payload everywhere."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def idempotency_key(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(payload)).hexdigest()
+
+
+def normalize_priority(value: int | str | None) -> int:
+    """Loki Mode's files say `"high"`; the queue orders by 1-10. Unknown names are normal."""
+    if value is None:
+        return 5
+    if isinstance(value, bool):
+        raise ValueError("priority must be 1-10 or a name, not a boolean")
+    if isinstance(value, int | float):
+        return min(10, max(1, int(value)))
+    text = value.strip().lower()
+    if text.isdigit():
+        return min(10, max(1, int(text)))
+    return PRIORITY_NAMES.get(text, 5)
+
+
+def backoff_delay(base: float, attempt: int, rng: random.Random) -> float:
+    """`min(base * 2^(attempt-1), 3600)` plus up to 10% jitter; `base` never compounds."""
+    capped = min(base * 2 ** max(attempt - 1, 0), MAX_BACKOFF)
+    return capped + rng.uniform(0, capped * JITTER)
+
+
+def is_rate_limited(error: str) -> bool:
+    lowered = error.lower()
+    return any(marker in lowered for marker in RATE_LIMIT_MARKERS)
+
+
+def parse_retry_after(error: str) -> float | None:
+    """`Retry-After: 30`, `retry after 1.5s`, `retry_after=500ms` -> seconds."""
+    match = _RETRY_AFTER.search(error)
+    if match is None:
+        return None
+    seconds = float(match.group(1))
+    if (match.group(2) or "").lower() == "ms":
+        seconds /= 1000
+    return seconds if math.isfinite(seconds) else None
+
+
+@dataclass(frozen=True, slots=True)
+class FailureOutcome:
+    """What a failed attempt does to its task."""
+
+    kind: Literal["retry", "dead-letter", "rate-limited"]
+    retries: int  # the task's retries after this attempt
+    delay: float  # seconds until it may be claimed again (0 for dead-letter)
+    rate_limits: int  # consecutive rate-limited attempts after this one
+
+
+def decide_failure(
+    *,
+    retries: int,
+    max_retries: int,
+    backoff_seconds: float,
+    error: str,
+    retry_after: float | None,
+    rate_limits: int,
+    rng: random.Random,
+) -> FailureOutcome:
+    """The failure path: rate limits wait without counting; others retry, then dead-letter."""
+    if retry_after is not None or is_rate_limited(error):
+        wait = retry_after if retry_after is not None else parse_retry_after(error)
+        if wait is None:
+            wait = backoff_delay(RATE_LIMIT_BASE, rate_limits + 1, rng)
+        return FailureOutcome("rate-limited", retries, wait, rate_limits + 1)
+    retries += 1
+    if retries >= max_retries:
+        return FailureOutcome("dead-letter", retries, 0.0, 0)
+    return FailureOutcome("retry", retries, backoff_delay(backoff_seconds, retries, rng), 0)
+
+
+def better(a: tuple[int, int], b: tuple[int, int] | None) -> bool:
+    """Claim order on `(priority, seq)`: higher priority first, then older (smaller seq)."""
+    return b is None or a[0] > b[0] or (a[0] == b[0] and a[1] < b[1])

@@ -1,0 +1,32 @@
+"""Replace a file so a reader sees the old bytes or the new, never a mix."""
+
+import os
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: bytes, fsync: bool = True) -> os.stat_result:
+    """tmp in the same folder, fsync, rename over, fsync the folder; returns the new stat."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.lokid-{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    if fsync:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return os.stat(path)
+
+
+def signature(st: os.stat_result) -> tuple[int, int, int]:
+    """Enough of a stat to tell our own write from someone else's."""
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

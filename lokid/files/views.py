@@ -1,0 +1,169 @@
+"""The queue's JSON views, `.loki/queue/<state>.json`, for Loki Mode's own tools.
+
+Views follow the database, never lead it: a reply waits for the commit, not
+for these files. Changes are coalesced, and the writer never runs more than
+about a fifth of the time, so a burst of ten thousand operations causes a
+handful of rewrites however large the queue. Each file is written as a bare
+JSON array, tmp + fsync + rename, under the locks Loki Mode's tools take.
+
+Before rewriting pending.json, under its locks, tasks that someone else
+added to it since our last write are imported first, so none is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from lokid.files.atomic import signature, write_atomic
+from lokid.files.locks import LockTimeout, queue_file_lock
+from lokid.files.pending import BadFile, parse_pending, quarantine
+from lokid.store.sqlite import read_docs
+
+log = logging.getLogger("lokid.views")
+
+VIEW_FILES = {
+    "pending": "pending.json",
+    "in-progress": "in-progress.json",
+    "completed": "completed.json",
+    "dead-letter": "dead-letter.json",
+    "cancelled": "cancelled.json",
+}
+BREAKERS = "breakers"
+DUTY = 4  # wait at least DUTY x the last write's cost before the next one
+RETRY_AFTER_ERROR = 1.0
+
+
+def splice(doc: bytes, extra: bytes | None) -> bytes:
+    if not extra or extra == b"{}":
+        return doc
+    return doc[:-1] + b"," + extra[1:]
+
+
+class ViewWriter:
+    def __init__(
+        self,
+        loki: Path,
+        reader: Callable[[], sqlite3.Connection],
+        *,
+        completed_keep: int,
+        delay: float,
+        import_entries: Callable[[list[Any]], tuple[int, int, list[str]]],
+        quarantined: Callable[[Path, Path, str], None],
+        breakers_json: Callable[[], bytes],
+    ) -> None:
+        self.loki = loki
+        self.queue_dir = loki / "queue"
+        self._reader_factory = reader
+        self._reader: sqlite3.Connection | None = None
+        self.completed_keep = completed_keep
+        self.delay = delay
+        self._import = import_entries
+        self._quarantined = quarantined
+        self._breakers_json = breakers_json
+        self._dirty: set[str] = set()
+        self._wake = trio.Event()
+        self._cost = 0.0
+        self.own_writes: dict[Path, tuple[int, int, int]] = {}
+        self.writes = 0
+
+    def mark(self, states: set[str] | frozenset[str] | list[str]) -> None:
+        self._dirty.update(states)
+        self._wake.set()
+
+    def is_own_write(self, path: Path) -> bool:
+        """True when `path` is exactly as lokid last wrote it (the watcher ignores those)."""
+        try:
+            return self.own_writes.get(path) == signature(os.stat(path))
+        except OSError:
+            return False
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await trio.sleep(max(self.delay, self._cost * DUTY))
+            dirty, self._dirty = self._dirty, set()
+            breakers = self._breakers_json() if BREAKERS in dirty else None
+            started = time.monotonic()
+            try:
+                await trio.to_thread.run_sync(self._write, dirty, breakers)
+            except (LockTimeout, OSError) as exc:
+                log.warning("could not write queue views in %s: %s; retrying", self.loki, exc)
+                self._dirty |= dirty
+                self._wake.set()
+                await trio.sleep(RETRY_AFTER_ERROR)
+            self._cost = time.monotonic() - started
+
+    async def import_now(self) -> tuple[int, int, str | None]:
+        """`queue.import`: read pending.json now, under its locks."""
+        return await trio.to_thread.run_sync(self._import_locked)
+
+    # -- in a worker thread ------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self._reader is None:
+            self._reader = self._reader_factory()
+        return self._reader
+
+    def _write(self, dirty: set[str], breakers: bytes | None) -> None:
+        for state in VIEW_FILES:
+            if state in dirty:
+                self._write_state(state)
+        if breakers is not None:
+            path = self.loki / "state" / "circuit-breakers.json"
+            self.own_writes[path] = signature(write_atomic(path, breakers))
+        self.writes += 1
+
+    def _write_state(self, state: str) -> None:
+        path = self.queue_dir / VIEW_FILES[state]
+        self.queue_dir.mkdir(parents=True, exist_ok=True)
+        with queue_file_lock(self.queue_dir, state):
+            if state == "pending":
+                self._import_external(path, only_if_changed=True)
+            keep = self.completed_keep if state == "completed" else None
+            rows = read_docs(self._db(), state, newest_first=keep is not None, limit=keep)
+            if keep is not None:
+                rows.reverse()  # the newest N, oldest first, as Loki Mode appends
+            data = b"[" + b",".join(splice(doc, extra) for doc, extra in rows) + b"]"
+            self.own_writes[path] = signature(write_atomic(path, data))
+
+    def _import_locked(self) -> tuple[int, int, str | None]:
+        self.queue_dir.mkdir(parents=True, exist_ok=True)
+        with queue_file_lock(self.queue_dir, "pending"):
+            return self._import_external(self.queue_dir / "pending.json", only_if_changed=False)
+
+    def _import_external(self, path: Path, only_if_changed: bool) -> tuple[int, int, str | None]:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return 0, 0, None
+        if only_if_changed and self.own_writes.get(path) == signature(st):
+            return 0, 0, None
+        data = path.read_bytes()
+        try:
+            entries = parse_pending(data)
+        except BadFile as exc:
+            return 0, 0, self._quarantine(path, str(exc))
+        imported, skipped, problems = trio.from_thread.run_sync(self._import, entries)
+        copy = None
+        if problems:
+            copy = self._quarantine(path, "; ".join(problems[:5]))
+        return imported, skipped, copy
+
+    def _quarantine(self, path: Path, reason: str) -> str:
+        copy = quarantine(path, self.queue_dir / "quarantine")
+        trio.from_thread.run_sync(self._quarantined, path, copy, reason)
+        return str(copy)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None

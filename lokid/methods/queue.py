@@ -1,0 +1,176 @@
+"""queue.*, dlq.* and breaker.*: thin handlers over each project's `Queue`."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from lokid.files.decisions import append_dlq_decision
+from lokid.queue import Queue
+from lokid.queues import QueueArea
+from lokid.server.dispatch import Call, Router
+from lokid.wire.breakers import (
+    BreakerList,
+    BreakerOne,
+    BreakerTypeParams,
+    ReloadResult,
+    TripParams,
+)
+from lokid.wire.queue import (
+    Cancelled,
+    CancelParams,
+    ClaimParams,
+    ClaimResult,
+    CompleteParams,
+    DlqDecision,
+    DlqDecisionParams,
+    DlqList,
+    Enqueued,
+    EnqueueManyParams,
+    EnqueueManyResult,
+    EnqueueParams,
+    FailParams,
+    HeartbeatParams,
+    HeartbeatResult,
+    IdParams,
+    ImportResult,
+    ListParams,
+    ProjectParams,
+    Stats,
+    TaskPage,
+    TaskState,
+)
+from lokid.wire.times import iso
+
+if TYPE_CHECKING:
+    from lokid.daemon import Daemon
+
+router = Router()
+
+
+def with_queues(daemon: Daemon) -> Daemon:
+    daemon.queues = QueueArea(daemon)
+    return daemon
+
+
+def _queue(call: Call, project: str) -> Queue:
+    return call.daemon.queues.open(call.daemon.projects.get(project))
+
+
+@router.method("queue.enqueue", EnqueueParams)
+def enqueue(call: Call, p: EnqueueParams) -> Enqueued:
+    return _queue(call, p.project).enqueue(p.task)
+
+
+@router.method("queue.enqueue_many", EnqueueManyParams)
+def enqueue_many(call: Call, p: EnqueueManyParams) -> EnqueueManyResult:
+    return EnqueueManyResult(_queue(call, p.project).enqueue_many(p.tasks))
+
+
+@router.method("queue.claim", ClaimParams)
+def claim(call: Call, p: ClaimParams) -> ClaimResult:
+    return _queue(call, p.project).claim(p.agent, p.capabilities, p.lease)
+
+
+@router.method("queue.heartbeat", HeartbeatParams)
+def heartbeat(call: Call, p: HeartbeatParams) -> HeartbeatResult:
+    until = _queue(call, p.project).heartbeat(p.id, p.agent, p.lease)
+    return HeartbeatResult(iso(until))
+
+
+@router.method("queue.complete", CompleteParams)
+def complete(call: Call, p: CompleteParams) -> TaskState:
+    return _queue(call, p.project).complete(p.id, p.agent, p.result)
+
+
+@router.method("queue.fail", FailParams)
+def fail(call: Call, p: FailParams) -> TaskState:
+    return _queue(call, p.project).fail(p.id, p.agent, p.error, p.retry_after)
+
+
+@router.method("queue.cancel", CancelParams)
+def cancel(call: Call, p: CancelParams) -> Cancelled:
+    return Cancelled(_queue(call, p.project).cancel(p.id, p.reason))
+
+
+@router.method("queue.get", IdParams)
+def get(call: Call, p: IdParams) -> TaskState:
+    return _queue(call, p.project).get(p.id)
+
+
+@router.method("queue.list", ListParams)
+def list_tasks(call: Call, p: ListParams) -> TaskPage:
+    tasks, cursor = _queue(call, p.project).page(p.state, p.type, p.limit, p.cursor)
+    return TaskPage(tasks, cursor)
+
+
+@router.method("queue.stats", ProjectParams)
+def stats(call: Call, p: ProjectParams) -> Stats:
+    return _queue(call, p.project).stats()
+
+
+@router.method("queue.import", ProjectParams)
+async def import_pending(call: Call, p: ProjectParams) -> ImportResult:
+    project = call.daemon.projects.get(p.project)
+    imported, skipped, copy = await call.daemon.queues.views(project).import_now()
+    return ImportResult(imported, skipped, copy)
+
+
+@router.method("dlq.list", ProjectParams)
+def dlq_list(call: Call, p: ProjectParams) -> DlqList:
+    return DlqList(_queue(call, p.project).dlq_list())
+
+
+@router.method("dlq.retry", DlqDecisionParams)
+async def dlq_retry(call: Call, p: DlqDecisionParams) -> DlqDecision:
+    task = _queue(call, p.project).dlq_retry(p.id)
+    await _log_decision(call, p, "retry", task.type, task.last_error)
+    return DlqDecision(p.id, "retry")
+
+
+@router.method("dlq.delete", DlqDecisionParams)
+async def dlq_delete(call: Call, p: DlqDecisionParams) -> DlqDecision:
+    task = _queue(call, p.project).dlq_delete(p.id)
+    await _log_decision(call, p, "delete", task.type, task.last_error)
+    return DlqDecision(p.id, "delete")
+
+
+async def _log_decision(
+    call: Call, p: DlqDecisionParams, action: str, task_type: str, error: str | None
+) -> None:
+    """Append to `.loki/logs/decisions/dlq-review-<date>.md`, as the reference asks."""
+    project = call.daemon.projects.get(p.project)
+    await trio.to_thread.run_sync(
+        append_dlq_decision, project.loki, time.time(), p.id, action, task_type, error, p.note
+    )
+
+
+@router.method("breaker.list", ProjectParams)
+def breaker_list(call: Call, p: ProjectParams) -> BreakerList:
+    queue = _queue(call, p.project)
+    with queue.transaction():
+        return BreakerList(queue.breakers.listing(queue.clock()))
+
+
+@router.method("breaker.reset", BreakerTypeParams)
+def breaker_reset(call: Call, p: BreakerTypeParams) -> BreakerOne:
+    queue = _queue(call, p.project)
+    with queue.transaction():
+        return BreakerOne(p.type, queue.breakers.reset(p.type))
+
+
+@router.method("breaker.trip", TripParams)
+def breaker_trip(call: Call, p: TripParams) -> BreakerOne:
+    queue = _queue(call, p.project)
+    with queue.transaction():
+        return BreakerOne(p.type, queue.breakers.trip(p.type, queue.clock(), p.reason))
+
+
+@router.method("breaker.reload", ProjectParams)
+def breaker_reload(call: Call, p: ProjectParams) -> ReloadResult:
+    project = call.daemon.projects.get(p.project)
+    if call.daemon.queues.reload(project):
+        return ReloadResult(True)
+    return ReloadResult(False, "the configuration file was rejected; see the config.invalid event")

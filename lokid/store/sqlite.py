@@ -1,0 +1,302 @@
+"""The queue in an embedded SQLite database (WAL, one writer: this process).
+
+Tasks are rows: the columns the queue searches by (state, type, priority,
+availability, unmet dependencies, lease) beside the task's JSON document,
+so a claim is one indexed lookup whatever the queue's length, and the JSON
+views are written from the stored documents without re-encoding.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lokid.store.base import BreakerRow, TaskRow
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE tasks (
+    seq          INTEGER PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    state        TEXT NOT NULL,
+    type         TEXT NOT NULL,
+    priority     INTEGER NOT NULL,
+    idem         TEXT NOT NULL,
+    available_at REAL NOT NULL,
+    deps_left    INTEGER NOT NULL,
+    lease_until  REAL,
+    claimed_by   TEXT,
+    rate_limits  INTEGER NOT NULL DEFAULT 0,
+    probe        INTEGER NOT NULL DEFAULT 0,
+    created      TEXT NOT NULL,
+    doc          BLOB NOT NULL,
+    extra        BLOB
+);
+-- A key may live once among pending, in-progress and completed tasks; a
+-- dead-lettered or cancelled task does not block its key from coming back.
+CREATE UNIQUE INDEX tasks_live_key ON tasks(idem)
+    WHERE state IN ('pending', 'in-progress', 'completed');
+CREATE INDEX tasks_ready ON tasks(type, priority DESC, seq)
+    WHERE state = 'pending' AND deps_left = 0;
+CREATE INDEX tasks_by_state ON tasks(state, seq);
+CREATE INDEX tasks_leases ON tasks(lease_until) WHERE state = 'in-progress';
+
+CREATE TABLE deps (
+    task_id TEXT NOT NULL,
+    dep_id  TEXT NOT NULL,
+    PRIMARY KEY (task_id, dep_id)
+) WITHOUT ROWID;
+CREATE INDEX deps_by_dep ON deps(dep_id);
+
+CREATE TABLE breakers (
+    type         TEXT PRIMARY KEY,
+    state        TEXT NOT NULL,
+    failures     INTEGER NOT NULL,
+    last_failure REAL,
+    opened_at    REAL,
+    half_open_at REAL,
+    forced       INTEGER NOT NULL DEFAULT 0,
+    reason       TEXT
+);
+"""
+
+_COLUMNS = (
+    "seq, id, state, type, priority, available_at, deps_left, lease_until, claimed_by, "
+    "rate_limits, probe, doc, extra"
+)
+
+
+def _row(r: tuple) -> TaskRow:
+    return TaskRow(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]), r[11], r[12]
+    )
+
+
+class SqliteStore:
+    """One database file per project, `.loki/state/lokid.db`."""
+
+    def __init__(self, path: Path, durability: str = "normal") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # normal: a commit survives a crash of this process (the WAL is in the OS's hands);
+        # full: it also survives an OS crash or power loss (fsync on every commit).
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._depth = 0
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version != 0:
+            raise RuntimeError(
+                f"{self.path} has schema version {version}; this lokid knows {SCHEMA_VERSION}"
+            )
+        # One script, one transaction: a crash mid-way leaves version 0 and no tables.
+        self._db.executescript(
+            f"BEGIN IMMEDIATE; {_SCHEMA}; PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT; nested uses join the outer transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def reader(self) -> sqlite3.Connection:
+        """A separate read-only connection (WAL lets it read while we write)."""
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskRow | None:
+        r = self._db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return None if r is None else _row(r)
+
+    def states_of(self, ids: Iterable[str]) -> dict[str, str]:
+        ids = list(ids)
+        out: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id, state FROM tasks WHERE id IN ({marks})"
+            out.update(self._db.execute(sql, chunk).fetchall())
+        return out
+
+    def live_id_for_key(self, key: str) -> str | None:
+        r = self._db.execute(
+            "SELECT id FROM tasks WHERE idem = ? "
+            "AND state IN ('pending', 'in-progress', 'completed')",
+            (key,),
+        ).fetchone()
+        return None if r is None else r[0]
+
+    def insert(self, row: TaskRow, dependencies: list[str], idem: str, created: str) -> int:
+        cur = self._db.execute(
+            "INSERT INTO tasks (id, state, type, priority, idem, available_at, deps_left, "
+            "lease_until, claimed_by, rate_limits, probe, created, doc, extra) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.id, row.state, row.type, row.priority, idem, row.available_at,
+                row.deps_left, row.lease_until, row.claimed_by, row.rate_limits,
+                int(row.probe), created, row.doc, row.extra,
+            ),
+        )  # fmt: skip
+        if dependencies:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO deps (task_id, dep_id) VALUES (?, ?)",
+                [(row.id, dep) for dep in dependencies],
+            )
+        return cur.lastrowid
+
+    def update(self, row: TaskRow) -> None:
+        self._db.execute(
+            "UPDATE tasks SET state = ?, available_at = ?, deps_left = ?, lease_until = ?, "
+            "claimed_by = ?, rate_limits = ?, probe = ?, doc = ? WHERE seq = ?",
+            (
+                row.state, row.available_at, row.deps_left, row.lease_until, row.claimed_by,
+                row.rate_limits, int(row.probe), row.doc, row.seq,
+            ),
+        )  # fmt: skip
+
+    def delete(self, task_id: str) -> None:
+        self._db.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+        self._db.execute("DELETE FROM deps WHERE task_id = ?", (task_id,))
+
+    def next_candidate(self, task_type: str, now: float) -> TaskRow | None:
+        r = self._db.execute(
+            f"SELECT {_COLUMNS} FROM tasks INDEXED BY tasks_ready "
+            "WHERE state = 'pending' AND deps_left = 0 AND type = ? AND available_at <= ? "
+            "ORDER BY priority DESC, seq LIMIT 1",
+            (task_type, now),
+        ).fetchone()
+        return None if r is None else _row(r)
+
+    def dependents(self, task_id: str) -> list[TaskRow]:
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE id IN (SELECT task_id FROM deps WHERE dep_id = ?)",
+            (task_id,),
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    def release_dependents(self, task_id: str) -> None:
+        """`task_id` completed: each task waiting on it waits on one fewer."""
+        self._db.execute(
+            "UPDATE tasks SET deps_left = deps_left - 1 "
+            "WHERE id IN (SELECT task_id FROM deps WHERE dep_id = ?) AND deps_left > 0",
+            (task_id,),
+        )
+
+    def expired_leases(self, now: float) -> list[TaskRow]:
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM tasks "
+            "WHERE state = 'in-progress' AND lease_until <= ? ORDER BY lease_until",
+            (now,),
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    def next_lease_deadline(self) -> float | None:
+        return self._db.execute(
+            "SELECT min(lease_until) FROM tasks WHERE state = 'in-progress'"
+        ).fetchone()[0]
+
+    def page(self, state: str | None, task_type: str | None, after: int, limit: int):
+        where, args = ["seq > ?"], [after]
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        if task_type is not None:
+            where.append("type = ?")
+            args.append(task_type)
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    def counts(self) -> list[tuple[str, str, int]]:
+        return self._db.execute(
+            "SELECT state, type, count(*) FROM tasks GROUP BY state, type"
+        ).fetchall()
+
+    def blocked_by_dependencies(self) -> int:
+        return self._db.execute(
+            "SELECT count(*) FROM tasks WHERE state = 'pending' AND deps_left > 0"
+        ).fetchone()[0]
+
+    def oldest_pending_created(self) -> str | None:
+        return self._db.execute(
+            "SELECT min(created) FROM tasks WHERE state = 'pending'"
+        ).fetchone()[0]
+
+    def claimed_count(self) -> int:
+        return self._db.execute(
+            "SELECT count(*) FROM tasks WHERE state = 'in-progress'"
+        ).fetchone()[0]
+
+    def all_ids(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT id FROM tasks")}
+
+    # -- breakers ------------------------------------------------------------------------
+
+    def probes_in_flight(self) -> list[tuple[str, int]]:
+        return self._db.execute(
+            "SELECT type, count(*) FROM tasks WHERE state = 'in-progress' AND probe = 1 "
+            "GROUP BY type"
+        ).fetchall()
+
+    def breakers(self) -> list[BreakerRow]:
+        rows = self._db.execute(
+            "SELECT type, state, failures, last_failure, opened_at, half_open_at, forced, reason "
+            "FROM breakers"
+        ).fetchall()
+        return [BreakerRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
+
+    def save_breaker(self, row: BreakerRow) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO breakers "
+            "(type, state, failures, last_failure, opened_at, half_open_at, forced, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.type, row.state, row.failures, row.last_failure, row.opened_at,
+                row.half_open_at, int(row.forced), row.reason,
+            ),
+        )  # fmt: skip
+
+
+def read_docs(
+    db: sqlite3.Connection, state: str, newest_first: bool, limit: int | None
+) -> list[tuple[bytes, bytes | None]]:
+    """The documents of one state in queue order, through a reader connection."""
+    order = "seq DESC" if newest_first else "seq"
+    sql = f"SELECT doc, extra FROM tasks WHERE state = ? ORDER BY {order}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return db.execute(sql, (state,)).fetchall()
