@@ -548,6 +548,14 @@ class Runs:
         await deliver(info.container, None)
         return info.container, [], count
 
+    def idle(self) -> bool:
+        """For idle exit: no run lokid started or adopted is up, and none is being started."""
+        for project in self.daemon.projects:
+            tracker = project.areas.get("runs")
+            if tracker is not None and (tracker.id or tracker.lock.locked()):
+                return False
+        return not self._reserved
+
     # -- the engine watch ----------------------------------------------------------------
 
     async def watch(self, daemon: Daemon) -> None:
@@ -700,6 +708,7 @@ def install(daemon: Daemon, env: Mapping[str, str] | None = None) -> Runs:
     runs = Runs(daemon, RunConfig.from_env(env))
     _RUNS[id(daemon)] = runs
     daemon.services.append(runs.watch)
+    daemon.idle_checks.append(runs.idle)
     daemon.stop_hooks.append(lambda: _RUNS.pop(id(daemon), None))
     return runs
 
