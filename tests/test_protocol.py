@@ -231,9 +231,9 @@ def test_client_disconnect_mid_request_leaves_the_daemon_serving(lokid):
 def test_closed_connection_reports_protocol_error(lokid):
     c = lokid.client()
     lokid.call("daemon.shutdown")
+    assert lokid.proc.wait(10) == 0
     with pytest.raises((ProtocolError, ConnectionError)):
         c.call("ping")
-    assert lokid.proc.wait(10) == 0
 
 
 def test_unknown_notifications_are_ignored(lokid):
