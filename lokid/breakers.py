@@ -69,9 +69,10 @@ def parse_config(text: str, source: str = "circuit-breakers.yaml") -> BreakerCon
             return BreakerConfigs()
         return BreakerConfigs(msgspec.yaml.decode(text, type=BreakersFile))
     except msgspec.ValidationError as exc:
-        line = _line_of(text, str(exc))
-        where = f" (line {line})" if line else ""
-        raise ConfigError(f"{source}{where}: {exc}") from None
+        found = _locate(text, str(exc))
+        where = f" line {found[0]}, key {'.'.join(found[1])}" if found else ""
+        detail = str(exc).split(" - at `")[0]
+        raise ConfigError(f"{source}{where}: {detail}") from None
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
 
@@ -86,28 +87,39 @@ def load_config(path: Path) -> BreakerConfigs:
     return parse_config(text, str(path))
 
 
-def _line_of(text: str, message: str) -> int | None:
-    """The line of the key a msgspec error names (`- at $.overrides.x.failureThreshold`)."""
-    at = re.search(r"at `\$((?:\.[^.`\[]+)*)`", message)
-    keys = [k for k in at.group(1).split(".") if k] if at else []
+def _locate(text: str, message: str) -> tuple[int, list[str]] | None:
+    """Line and key path of what a msgspec error points at.
+
+    msgspec names struct fields (`$.defaults.failureThreshold`) but hides dict
+    keys (`$.overrides[...].failureThreshold`), so `[...]` matches any key.
+    """
+    at = re.search(r"at `\$([^`]*)`", message)
+    steps = re.findall(r"\.([^.\[]+)|(\[\.\.\.\])", at.group(1)) if at else []
+    keys = [name or "*" for name, _ in steps]
     unknown = re.search(r"unknown field `([^`]+)`", message)
     if unknown:
         keys.append(unknown.group(1))
     try:
-        node = yaml.compose(text)
+        root = yaml.compose(text)
     except yaml.YAMLError:
         return None
-    line = None
-    for key in keys:
-        if not isinstance(node, yaml.MappingNode):
-            break
-        for key_node, value_node in node.value:
-            if key_node.value == key:
-                line, node = key_node.start_mark.line + 1, value_node
-                break
-        else:
-            break
-    return line
+    return _find(root, keys, [])
+
+
+def _find(node: Any, keys: list[str], path: list[str]) -> tuple[int, list[str]] | None:
+    if not keys or not isinstance(node, yaml.MappingNode):
+        return None
+    want, rest = keys[0], keys[1:]
+    for key_node, value_node in node.value:
+        if want not in ("*", key_node.value):
+            continue
+        here = [*path, str(key_node.value)]
+        if not rest:
+            return key_node.start_mark.line + 1, here
+        found = _find(value_node, rest, here)
+        if found:
+            return found
+    return None
 
 
 class Breakers:

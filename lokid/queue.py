@@ -270,7 +270,9 @@ class Queue:
             self._emit("queue.completed", {"id": task_id, "type": task.type, "agent": agent})
         return TaskState(_with_row_extras(task, row), "completed")
 
-    def fail(self, task_id: str, agent: str, error: str, retry_after: float | None) -> TaskState:
+    def fail(
+        self, task_id: str, agent: str, error: str, retry_after: float | None = None
+    ) -> TaskState:
         now = self.clock()
         with self.transaction():
             row = self._held(task_id, agent)

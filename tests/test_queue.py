@@ -1,0 +1,440 @@
+"""One project's Queue on a real SQLite file, with an injected clock and random source."""
+
+import random
+from pathlib import Path
+
+import pytest
+
+from lokid.breakers import BreakerConfigs, BreakerSettings, BreakersFile
+from lokid.errors import Conflict, InvalidParams, NotFound
+from lokid.queue import Queue
+from lokid.store.sqlite import SqliteStore
+
+T0 = 1_800_000_000.0
+REPORT = {"decisionReport": {"why": "tests pass"}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Harness:
+    def __init__(self, path: Path, config: BreakerConfigs | None = None) -> None:
+        self.path = path
+        self.clock = Clock()
+        self.events: list[tuple[str, dict]] = []
+        self.changed: set[str] = set()
+        self.config = config or BreakerConfigs()
+        self.queue = self._open()
+
+    def _open(self) -> Queue:
+        store = SqliteStore(self.path / "lokid.db")
+        return Queue(
+            "/p",
+            store,
+            self.config,
+            lambda topic, data: self.events.append((topic, data)),
+            self.changed.update,
+            clock=self.clock,
+            rng=random.Random(1),
+        )
+
+    def reopen(self) -> Queue:
+        self.queue.store.close()
+        self.queue = self._open()
+        return self.queue
+
+    def topics(self) -> list[str]:
+        return [t for t, _ in self.events]
+
+    def add(self, **task) -> str:
+        task.setdefault("payload", {"n": len(self.events) + random.random()})
+        return self.queue.enqueue(task).id
+
+    def claim(self, agent="a1", caps=("eng",), lease=None):
+        return self.queue.claim(agent, list(caps), lease)
+
+
+@pytest.fixture
+def h(tmp_path) -> Harness:
+    return Harness(tmp_path)
+
+
+def test_claims_go_highest_priority_first_then_oldest(h):
+    low = h.add(type="eng", priority=2)
+    first_high = h.add(type="eng", priority=9)
+    second_high = h.add(type="eng", priority=9)
+    order = [h.claim().task.id for _ in range(3)]
+    assert order == [first_high, second_high, low]
+    assert h.claim().task is None
+
+
+def test_claims_only_types_the_agent_can_do(h):
+    h.add(type="ops", priority=10)
+    eng = h.add(type="eng", priority=1)
+    assert h.claim(caps=["eng"]).task.id == eng
+    assert h.claim(caps=["eng"]).task is None
+    assert h.claim(caps=["ops", "eng"]).task.type == "ops"
+
+
+def test_a_task_waits_for_its_dependencies(h):
+    parent = h.add(type="eng", priority=1)
+    child = h.add(type="eng", priority=10, dependencies=[parent])
+    claimed = h.claim().task
+    assert claimed.id == parent, "the child must wait although it has higher priority"
+    assert h.claim().task is None
+    assert h.queue.stats().blocked_by_dependencies == 1
+    h.queue.complete(parent, "a1", REPORT)
+    assert h.claim().task.id == child
+
+
+def test_dependencies_must_name_existing_tasks(h):
+    with pytest.raises(InvalidParams, match="unknown tasks: ghost"):
+        h.add(type="eng", dependencies=["ghost"])
+
+
+def test_a_duplicate_returns_the_existing_id(h):
+    first = h.queue.enqueue({"type": "eng", "payload": {"action": "x"}})
+    again = h.queue.enqueue({"type": "eng", "payload": {"action": "x"}, "priority": 9})
+    assert (again.id, again.duplicate, first.duplicate) == (first.id, True, False)
+    assert h.queue.stats().states["pending"] == 1
+
+
+def test_a_dead_lettered_duplicate_is_allowed_again(h):
+    first = h.queue.enqueue({"type": "eng", "payload": {"a": 1}, "maxRetries": 1}).id
+    h.claim()
+    h.queue.fail(first, "a1", "broken")
+    assert h.queue.get(first).state == "dead-letter"
+    again = h.queue.enqueue({"type": "eng", "payload": {"a": 1}})
+    assert not again.duplicate and again.id != first
+
+
+def test_a_completed_duplicate_is_still_a_duplicate(h):
+    first = h.queue.enqueue({"type": "eng", "payload": {"a": 1}}).id
+    h.claim()
+    h.queue.complete(first, "a1", REPORT)
+    assert h.queue.enqueue({"type": "eng", "payload": {"a": 1}}).duplicate
+
+
+def test_failures_back_off_then_dead_letter_with_an_event(h):
+    task_id = h.add(type="eng")
+    expected_waits = [60, 120]
+    for wait in expected_waits:
+        h.claim()
+        state = h.queue.fail(task_id, "a1", "tests failed")
+        assert state.state == "pending"
+        delay = _seconds(state.task.available_at) - h.clock.now
+        assert wait <= delay <= wait * 1.1 + 0.001
+        assert h.claim().task is None, "not before availableAt"
+        h.clock.advance(wait * 1.1 + 1)
+    h.claim()
+    final = h.queue.fail(task_id, "a1", "tests failed")
+    assert final.state == "dead-letter"
+    assert final.task.retries == 3 and final.task.last_error == "tests failed"
+    assert h.topics().count("queue.retrying") == 2
+    assert "queue.dead-lettered" in h.topics()
+
+
+def _seconds(iso_text: str) -> float:
+    from lokid.wire.times import parse_iso
+
+    return parse_iso(iso_text)
+
+
+def test_backoff_seconds_itself_never_changes(h):
+    task_id = h.add(type="eng", backoffSeconds=10, maxRetries=5)
+    for _ in range(3):
+        h.claim()
+        h.queue.fail(task_id, "a1", "x")
+        h.clock.advance(1000)
+    assert h.queue.get(task_id).task.backoff_seconds == 10
+
+
+def test_an_expired_lease_is_a_failed_attempt(h):
+    task_id = h.add(type="eng", timeout=30)
+    h.claim()
+    h.clock.advance(29)
+    assert h.queue.expire_leases() == 0
+    h.clock.advance(2)
+    assert h.queue.expire_leases() == 1
+    state = h.queue.get(task_id)
+    assert (state.state, state.task.retries, state.task.last_error) == (
+        "pending",
+        1,
+        "lease expired",
+    )
+    assert "queue.lease-expired" in h.topics()
+
+
+def test_a_task_that_always_hangs_ends_in_the_dead_letter_queue(h):
+    task_id = h.add(type="eng", timeout=10)
+    for _ in range(3):
+        h.clock.advance(4000)
+        assert h.claim().task.id == task_id
+        h.clock.advance(11)
+        h.queue.expire_leases()
+    assert h.queue.get(task_id).state == "dead-letter"
+
+
+def test_heartbeat_extends_the_lease(h):
+    task_id = h.add(type="eng", timeout=30)
+    h.claim(lease=20)
+    h.clock.advance(15)
+    until = h.queue.heartbeat(task_id, "a1", 20)
+    assert until == h.clock.now + 20
+    h.clock.advance(15)
+    assert h.queue.expire_leases() == 0
+    with pytest.raises(Conflict):
+        h.queue.heartbeat(task_id, "intruder", None)
+
+
+def test_a_rate_limit_reschedules_without_a_retry_and_asks_others_to_slow_down(h):
+    task_id = h.add(type="eng")
+    h.claim()
+    state = h.queue.fail(task_id, "a1", "429 Too Many Requests; Retry-After: 30")
+    assert state.state == "pending" and state.task.retries == 0
+    assert _seconds(state.task.available_at) == pytest.approx(h.clock.now + 30, abs=0.002)
+    assert ("queue.slowdown", {"type": "eng", "wait": 15.0}) in h.events
+
+
+def test_retry_after_param_counts_as_a_rate_limit(h):
+    task_id = h.add(type="eng")
+    h.claim()
+    state = h.queue.fail(task_id, "a1", "upstream busy", 8)
+    assert state.task.retries == 0
+    assert ("queue.slowdown", {"type": "eng", "wait": 4.0}) in h.events
+
+
+def test_cancel_cascades_down_a_three_level_chain(h):
+    root = h.add(type="eng")
+    middle = h.add(type="eng", dependencies=[root])
+    leaf = h.add(type="eng", dependencies=[middle])
+    unrelated = h.add(type="eng")
+    assert h.queue.cancel(root, "user changed plans") == [root, middle, leaf]
+    assert h.queue.get(leaf).task.cancel_reason == f"Parent {middle} cancelled"
+    assert h.queue.get(middle).task.cancel_reason == f"Parent {root} cancelled"
+    assert h.queue.get(unrelated).state == "pending"
+    with pytest.raises(Conflict):
+        h.queue.cancel(root, "again")
+
+
+def test_complete_needs_a_decision_report_and_keeps_the_claim_otherwise(h):
+    task_id = h.add(type="eng")
+    h.claim()
+    with pytest.raises(InvalidParams, match="decisionReport"):
+        h.queue.complete(task_id, "a1", {"status": "success", "output": "done"})
+    assert h.queue.get(task_id).state == "in-progress"
+    done = h.queue.complete(task_id, "a1", {"decisionReport": {"x": 1}, "output": "ok"})
+    assert done.state == "completed" and done.task.completed_at is not None
+
+
+def test_only_the_holder_may_complete_or_fail(h):
+    task_id = h.add(type="eng")
+    h.claim(agent="owner")
+    with pytest.raises(Conflict, match="held by 'owner'"):
+        h.queue.complete(task_id, "thief", REPORT)
+    with pytest.raises(Conflict):
+        h.queue.fail(task_id, "thief", "x")
+
+
+def test_completing_a_task_cancelled_meanwhile_is_a_conflict(h):
+    task_id = h.add(type="eng")
+    h.claim()
+    h.queue.cancel(task_id, "stop")
+    with pytest.raises(Conflict, match="cancelled"):
+        h.queue.complete(task_id, "a1", REPORT)
+
+
+def test_enqueue_many_is_all_or_nothing(h):
+    good = {"type": "eng", "payload": {"a": 1}}
+    with pytest.raises(InvalidParams, match=r"tasks\[1\]"):
+        h.queue.enqueue_many([good, {"type": "", "payload": {"b": 2}}])
+    assert h.queue.stats().states["pending"] == 0
+    batch = h.queue.enqueue_many(
+        [{"id": "a", "type": "eng", "payload": {"a": 1}}, {"type": "eng", "dependencies": ["a"]}]
+    )
+    assert [r.duplicate for r in batch] == [False, False]
+
+
+def test_unknown_task_is_not_found(h):
+    with pytest.raises(NotFound):
+        h.queue.get("nope")
+
+
+def test_list_pages_with_a_cursor(h):
+    ids = [h.add(type="eng") for _ in range(5)]
+    tasks, cursor = h.queue.page("pending", None, 2, None)
+    seen = [t.id for t in tasks]
+    while cursor:
+        tasks, cursor = h.queue.page("pending", None, 2, cursor)
+        seen += [t.id for t in tasks]
+    assert seen == ids
+    with pytest.raises(InvalidParams):
+        h.queue.page(None, None, 2, "garbage")
+
+
+def test_stats_count_states_and_types_and_age(h):
+    h.add(type="eng")
+    h.clock.advance(5)
+    h.add(type="ops")
+    h.claim(caps=["ops"])
+    stats = h.queue.stats()
+    assert stats.states["pending"] == 1 and stats.states["in-progress"] == 1
+    assert stats.types == {"eng": {"pending": 1}, "ops": {"in-progress": 1}}
+    assert stats.oldest_pending_age_seconds == pytest.approx(5, abs=0.01)
+
+
+def test_dlq_retry_resets_retries_and_delete_removes(h):
+    a = h.add(type="eng", maxRetries=1)
+    b = h.add(type="eng", maxRetries=1)
+    for task_id in (a, b):
+        h.claim()
+        h.queue.fail(task_id, "a1", "x")
+    assert {t.id for t in h.queue.dlq_list()} == {a, b}
+    h.queue.dlq_retry(a)
+    assert (h.queue.get(a).state, h.queue.get(a).task.retries) == ("pending", 0)
+    h.queue.dlq_delete(b)
+    with pytest.raises(NotFound):
+        h.queue.get(b)
+    with pytest.raises(Conflict):
+        h.queue.dlq_retry(a)
+
+
+def test_extra_fields_from_loki_mode_files_are_kept(h):
+    h.queue.import_tasks([{"id": "prd-001", "title": "User login", "priority": "high"}])
+    task = h.queue.get("prd-001").task
+    assert task["title"] == "User login" and task["priority"] == 8 and task["type"] == "general"
+
+
+def test_import_is_idempotent_by_id_and_reports_bad_entries(h):
+    entries = [{"id": "t1", "type": "eng"}, "not a task", {"id": "t2", "priority": True}]
+    imported, skipped, problems = h.queue.import_tasks(entries)
+    assert (imported, skipped) == (1, 0) and len(problems) == 2
+    assert h.queue.import_tasks([{"id": "t1", "type": "eng"}])[:2] == (0, 1)
+
+
+def test_events_are_published_only_after_commit(h):
+    with pytest.raises(InvalidParams):
+        h.queue.enqueue_many([{"type": "eng", "payload": {"a": 1}}, {"dependencies": ["zz"]}])
+    assert h.events == []
+
+
+# -- breakers in the queue ------------------------------------------------------------
+
+
+def config(**overrides) -> BreakerConfigs:
+    defaults = BreakerSettings(failure_threshold=2, cooldown_seconds=300, half_open_after=60)
+    return BreakerConfigs(BreakersFile(defaults, {k: v for k, v in overrides.items()}))
+
+
+def test_an_open_breaker_skips_its_type(tmp_path):
+    h = Harness(tmp_path, config())
+    for _ in range(2):
+        task_id = h.add(type="flaky", maxRetries=9, backoffSeconds=1)
+        h.claim(caps=["flaky"])
+        h.queue.fail(task_id, "a1", "crash")
+    assert "breaker.opened" in h.topics()
+    h.clock.advance(30)  # past the backoff, not yet half-open
+    h.add(type="flaky", priority=10)
+    other = h.add(type="eng", priority=1)
+    result = h.claim(caps=["flaky", "eng"])
+    assert result.task.id == other, "the higher-priority flaky tasks are skipped"
+
+
+def test_claim_reports_the_blocking_breaker(tmp_path):
+    h = Harness(tmp_path, config())
+    ids = [h.add(type="flaky", maxRetries=9) for _ in range(3)]
+    for task_id in ids[:2]:
+        h.claim(caps=["flaky"])
+        h.queue.fail(task_id, "a1", "crash")
+    result = h.claim(caps=["flaky"])
+    assert result.task is None
+    assert result.blocked["flaky"].state == "open"
+    assert _seconds(result.blocked["flaky"].until) == pytest.approx(h.clock.now + 60, abs=0.01)
+
+
+def test_half_open_gives_exactly_the_configured_probes_to_concurrent_claimers(tmp_path):
+    cfg = config(flaky=BreakerSettings(half_open_requests=3))
+    h = Harness(tmp_path, cfg)
+    for _ in range(2):
+        task_id = h.add(type="flaky", maxRetries=9, backoffSeconds=1)
+        h.claim(caps=["flaky"])
+        h.queue.fail(task_id, "a1", "crash")
+    for _ in range(6):
+        h.add(type="flaky")
+    h.clock.advance(61)
+    claims = [h.claim(agent=f"agent{i}", caps=["flaky"]) for i in range(5)]
+    assert sum(c.task is not None for c in claims) == 3
+    assert all(c.blocked["flaky"].state == "half-open" for c in claims if c.task is None)
+    probe = next(c.task for c in claims if c.task is not None)
+    h.queue.complete(probe.id, probe.claimed_by, REPORT)
+    assert "breaker.closed" in h.topics()
+    assert h.claim(caps=["flaky"]).task is not None
+
+
+def test_a_failed_probe_reopens_and_an_expired_probe_counts_as_failed(tmp_path):
+    h = Harness(tmp_path, config())
+    for _ in range(2):
+        task_id = h.add(type="flaky", maxRetries=9, backoffSeconds=1)
+        h.claim(caps=["flaky"])
+        h.queue.fail(task_id, "a1", "crash")
+    h.clock.advance(61)
+    probe = h.claim(caps=["flaky"], lease=5).task
+    h.clock.advance(6)
+    h.queue.expire_leases()
+    assert h.topics()[-3:].count("breaker.opened") == 1
+    assert h.claim(caps=["flaky"]).blocked["flaky"].state == "open"
+    assert probe is not None
+
+
+def test_rate_limits_never_count_as_breaker_failures(tmp_path):
+    h = Harness(tmp_path, config())
+    for _ in range(5):
+        task_id = h.add(type="api")
+        h.claim(caps=["api"])
+        h.queue.fail(task_id, "a1", "rate limit exceeded")
+    assert "breaker.opened" not in h.topics()
+    assert h.queue.breakers.listing(h.clock.now).get("api", {"failures": 0})["failures"] == 0
+
+
+def test_a_forced_breaker_stays_open_until_reset(tmp_path):
+    h = Harness(tmp_path, config())
+    h.add(type="eng")
+    with h.queue.transaction():
+        h.queue.breakers.trip("eng", h.clock.now, "deploy freeze")
+    h.clock.advance(10_000)
+    assert h.claim().blocked["eng"].until is None
+    with h.queue.transaction():
+        h.queue.breakers.reset("eng")
+    assert h.claim().task is not None
+
+
+def test_breaker_state_and_open_until_survive_a_restart(tmp_path):
+    h = Harness(tmp_path, config())
+    for _ in range(2):
+        task_id = h.add(type="flaky", maxRetries=9)
+        h.claim(caps=["flaky"])
+        h.queue.fail(task_id, "a1", "crash")
+    before = h.claim(caps=["flaky"]).blocked["flaky"]
+    queue = h.reopen()
+    after = queue.claim("a2", ["flaky"], None).blocked["flaky"]
+    assert (after.state, after.until) == (before.state, before.until)
+
+
+def test_per_type_overrides(tmp_path):
+    h = Harness(tmp_path, config(fragile=BreakerSettings(failure_threshold=1)))
+    task_id = h.add(type="fragile", maxRetries=9)
+    h.claim(caps=["fragile"])
+    h.queue.fail(task_id, "a1", "crash")
+    sturdy = h.add(type="sturdy", maxRetries=9)
+    h.claim(caps=["sturdy"])
+    h.queue.fail(sturdy, "a1", "crash")
+    states = {t: b["state"] for t, b in h.queue.breakers.listing(h.clock.now).items()}
+    assert states == {"fragile": "open", "sturdy": "closed"}
