@@ -106,5 +106,6 @@ def test_idle_exit_after_the_last_client_leaves(tmp_short):
         assert daemon.proc.wait(10) == 0
     finally:
         daemon.kill()
-    assert "shutting down (idle for 0.5s)" in daemon.log()
+    log = daemon.log()
+    assert "shutting down (idle for 0.5s)" in log, log
     assert stat.S_ISSOCK(os.lstat(daemon.socket).st_mode), "the manager's socket stays"
