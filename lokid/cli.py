@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             durability=args.durability,
             shutdown_grace=args.shutdown_grace,
             spin_us=args.spin_us,
+            outbox_limit=int(env_default("OUTBOX_LIMIT", str(4 * 1024 * 1024))),
         )
         listener = open_listener(settings.socket, args.idle_exit)
     except (UnsafePath, AlreadyRunning, ActivationError) as exc:

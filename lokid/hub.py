@@ -98,20 +98,21 @@ class Hub:
 
     def _deliver(self, sub: Subscription, topic: str, project: str | None, now: str, data: Any):
         if sub.dropped_first is not None and not self._send_resync(sub, now):
-            self._drop(sub)
+            sub.seq += 1
+            self._dropped(sub)
             return
         sub.seq += 1
         event = Event(sub.id, sub.seq, topic, project, now, data)
         frame = self._encode(Notification("event", event))
         if not sub.conn.offer_event(frame):
-            self._drop(sub)
+            self._dropped(sub)
 
     @staticmethod
-    def _drop(sub: Subscription) -> None:
+    def _dropped(sub: Subscription) -> None:
+        """The event numbered `sub.seq` did not fit; remember the gap for the resync."""
         if sub.dropped_first is None:
-            sub.dropped_first = sub.seq + 1
+            sub.dropped_first = sub.seq
             log.info("subscriber %d on connection %d is slow; dropping events", sub.id, sub.conn.id)
-        sub.seq += 1
         sub.dropped_last = sub.seq
 
     def _send_resync(self, sub: Subscription, now: str) -> bool:

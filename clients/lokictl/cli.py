@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from lokictl._client import Client, DaemonError, NotRunning, ProtocolError
+from lokictl._queue_cli import QUEUE_COMMANDS, add_queue_commands
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_LOST = 1, 2, 3, 4
 
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     daemon_sub = daemon.add_subparsers(dest="action", required=True)
     daemon_sub.add_parser("stop", parents=[common], help="stop lokid")
     _add_run_commands(sub, common)
+    add_queue_commands(sub, common)
     return parser
 
 
@@ -232,6 +234,7 @@ def cmd_image(client: Client, args: argparse.Namespace) -> int:
 
 
 COMMANDS.update(run=cmd_run, image=cmd_image)
+COMMANDS.update(QUEUE_COMMANDS)
 
 # -- end of container runs ------------------------------------------------------------------
 

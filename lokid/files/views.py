@@ -71,6 +71,7 @@ class ViewWriter:
         self._dirty: set[str] = set()
         self._wake = trio.Event()
         self._cost = 0.0
+        self._busy = 0.0
         self.own_writes: dict[Path, tuple[int, int, int]] = {}
         self.writes = 0
 
@@ -92,15 +93,13 @@ class ViewWriter:
             await trio.sleep(max(self.delay, self._cost * DUTY))
             dirty, self._dirty = self._dirty, set()
             breakers = self._breakers_json() if BREAKERS in dirty else None
-            started = time.monotonic()
-            try:
-                await trio.to_thread.run_sync(self._write, dirty, breakers)
-            except (LockTimeout, OSError) as exc:
-                log.warning("could not write queue views in %s: %s; retrying", self.loki, exc)
-                self._dirty |= dirty
+            self._busy = 0.0
+            failed = await trio.to_thread.run_sync(self._write, dirty, breakers)
+            self._cost = self._busy  # our own work; time spent waiting for locks is not cost
+            if failed:
+                self._dirty |= failed
                 self._wake.set()
                 await trio.sleep(RETRY_AFTER_ERROR)
-            self._cost = time.monotonic() - started
 
     async def import_now(self) -> tuple[int, int, str | None]:
         """`queue.import`: read pending.json now, under its locks."""
@@ -113,19 +112,33 @@ class ViewWriter:
             self._reader = self._reader_factory()
         return self._reader
 
-    def _write(self, dirty: set[str], breakers: bytes | None) -> None:
+    def _write(self, dirty: set[str], breakers: bytes | None) -> set[str]:
+        """Write each dirty view on its own; returns those that must be tried again."""
+        failed: set[str] = set()
         for state in VIEW_FILES:
             if state in dirty:
-                self._write_state(state)
+                try:
+                    self._write_state(state)
+                except (LockTimeout, OSError) as exc:
+                    log.warning(
+                        "could not write %s.json in %s: %s; will retry", state, self.loki, exc
+                    )
+                    failed.add(state)
         if breakers is not None:
             path = self.loki / "state" / "circuit-breakers.json"
-            self.own_writes[path] = signature(write_atomic(path, breakers))
+            try:
+                self.own_writes[path] = signature(write_atomic(path, breakers))
+            except OSError as exc:
+                log.warning("could not write %s: %s; will retry", path, exc)
+                failed.add(BREAKERS)
         self.writes += 1
+        return failed
 
     def _write_state(self, state: str) -> None:
         path = self.queue_dir / VIEW_FILES[state]
         self.queue_dir.mkdir(parents=True, exist_ok=True)
         with queue_file_lock(self.queue_dir, state):
+            started = time.monotonic()
             if state == "pending":
                 self._import_external(path, only_if_changed=True)
             keep = self.completed_keep if state == "completed" else None
@@ -134,6 +147,7 @@ class ViewWriter:
                 rows.reverse()  # the newest N, oldest first, as Loki Mode appends
             data = b"[" + b",".join(splice(doc, extra) for doc, extra in rows) + b"]"
             self.own_writes[path] = signature(write_atomic(path, data))
+            self._busy += time.monotonic() - started
 
     def _import_locked(self) -> tuple[int, int, str | None]:
         self.queue_dir.mkdir(parents=True, exist_ok=True)

@@ -98,8 +98,9 @@ class Blocked(msgspec.Struct):
 
 
 class ClaimResult(msgspec.Struct, omit_defaults=True):
-    # A task is a Task, plus any extra fields Loki Mode's files gave it (title, ...).
-    task: Any = None
+    # A task is a Task, plus any extra fields Loki Mode's files gave it (title, ...);
+    # nil when there is nothing to claim. Always present; the rest only when they apply.
+    task: Any
     blocked: dict[str, Blocked] | None = None
     paused: bool | None = None
     stopped: bool | None = None
