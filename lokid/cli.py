@@ -88,9 +88,7 @@ def _seconds(text: str) -> float:
 
 
 def _service(args: argparse.Namespace) -> int:
-    if args.action == "install":
-        return units.install(args.manager, now=args.now)
-    return units.uninstall(args.manager)
+    return units.run(args.action, args.manager, now=getattr(args, "now", False))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from lokid.paths import (
     LAUNCHD_LABEL,
     SYSTEMD_SERVICE_UNIT,
     SYSTEMD_SOCKET_UNIT,
+    UnsafePath,
     default_socket_path,
     ensure_private_dir,
     launchd_log_dir,
@@ -235,6 +236,16 @@ def uninstall(manager: Manager, env: Mapping[str, str] | None = None) -> int:
     else:
         _say(f"could not reach the service manager; to stop lokid: {one_command(plan.disable)}")
     return 0
+
+
+def run(action: str, manager: Manager, now: bool = False) -> int:
+    """`lokid service ACTION`: a folder we may not use or a missing template is an error
+    message, not a traceback."""
+    try:
+        return install(manager, now) if action == "install" else uninstall(manager)
+    except (OSError, UnsafePath) as exc:
+        _say(f"{action} failed: {exc}")
+        return 1
 
 
 def default_manager() -> Manager:
