@@ -201,3 +201,14 @@ def test_install_warns_about_a_lokid_that_bound_the_socket_itself(lokid, tmp_sho
     lokid.stop()
     done = _lokid(tmp_short, "install", "--manager", "launchd", socket=lokid.socket)
     assert "not run by the service" not in done.stderr
+
+
+def test_an_unsafe_socket_folder_is_a_one_line_error(tmp_short):
+    shared = tmp_short / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    done = _lokid(tmp_short, "install", "--manager", "launchd", socket=shared / "lokid.sock")
+    assert done.returncode == 1
+    assert done.stderr.startswith("lokid: install failed: ")
+    assert "must be 0700" in done.stderr
+    assert "Traceback" not in done.stderr
