@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from service_support import ACTIVATE, Activated
 
 from lokid.service.notify import Notifier, notify_address, watchdog_interval
 from support import Lokid, wait_until
@@ -155,3 +156,18 @@ def test_a_full_notify_queue_never_blocks(tmp_short):
         assert sent[0] and not sent[-1], "the queue filled up and send gave up at once"
         notifier.close()
         wait_until(lambda: receiver.recv(64), 5, "a datagram")
+
+
+@pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate missing")
+def test_socket_activated_lokid_reports_ready_after_the_first_connection(tmp_short, notify):
+    daemon = Activated(tmp_short, env={"NOTIFY_SOCKET": notify.name})
+    try:
+        daemon.start()
+        with daemon.client() as client:
+            msgid = client.send("ping")
+            assert notify.next()["READY"] == "1"
+            assert "time" in client.result(msgid)
+        assert daemon.stop() == 0
+        assert notify.until("STOPPING")["STOPPING"] == "1"
+    finally:
+        daemon.kill()
