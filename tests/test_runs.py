@@ -239,6 +239,12 @@ def test_stop_all_stops_managed_and_repository_containers_only(engine, lokid, tm
     assert not run_json(x).exists() and not run_json(y).exists()
 
 
+def test_a_missing_project_folder_is_not_found(engine, lokid, tmp_short):
+    with pytest.raises(DaemonError) as err:
+        start(lokid, str(tmp_short / "missing"))
+    assert err.value.code == "not_found" and "does not exist" in err.value.message
+
+
 def test_nothing_running_is_an_honest_empty_answer(engine, lokid, tmp_short):
     path = project(tmp_short, "idle")
     assert lokid.call("run.stop", {"project": path}) == {"stopped": [], "removed": []}
@@ -295,8 +301,13 @@ def test_restarted_lokid_removes_run_json_of_a_container_gone_meanwhile(engine, 
     engine.client.api.remove_container(name, force=True)
     again = spawn(engine, tmp_short)
     try:
-        wait_until(lambda: not run_json(path).exists(), 10, "reconcile to remove run.json")
-        assert registry(again)[sha12(path)]["status"] == "stopped"
+        wait_until(
+            lambda: (
+                not run_json(path).exists() and registry(again)[sha12(path)]["status"] == "stopped"
+            ),
+            10,
+            "reconcile to remove run.json and mark the registry entry stopped",
+        )
     finally:
         again.kill()
 
@@ -472,6 +483,23 @@ def test_logs_follow_streams_to_the_requester_until_the_container_ends(engine, l
     assert lines[-1] == "loki: STOP seen"
     assert events[-1]["data"] == {"id": msgid, "container": name, "end": True, "lines": len(lines)}
     assert result == {"container": name, "lines": [], "streamed": len(lines)}
+
+
+def test_logs_follow_ends_on_cancel(engine, lokid, tmp_short):
+    engine.publish()
+    path = project(tmp_short, "app")
+    start(lokid, path)
+    with Client.connect(lokid.socket) as client:
+        msgid = client.send("run.logs", {"project": path, "follow": True, "tail": 1})
+        assert client.next_event(timeout=20)["data"]["line"].startswith("build:")
+        client.cancel(msgid)
+        with pytest.raises(DaemonError) as err:
+            client.result(msgid)
+        assert err.value.code == "cancelled"
+        assert client.call("run.status", {"project": path})["run"]["state"] == "running"
+    with pytest.raises(DaemonError) as err:
+        lokid.call("run.logs", {"project": str(tmp_short / "none")})
+    assert err.value.code == "not_found"
 
 
 def test_secrets_stay_out_of_events_labels_errors_and_the_log(engine, lokid, tmp_short):

@@ -19,7 +19,7 @@ import requests.exceptions
 import trio
 
 from lokid.docker.endpoint import Endpoint
-from lokid.errors import Conflict, LokidError, NotFound, Unavailable
+from lokid.errors import Conflict, InvalidParams, LokidError, NotFound, Unavailable
 from lokid.log import redact
 
 log = logging.getLogger("lokid.docker")
@@ -99,6 +99,8 @@ class Engine:
             return NotFound(message)
         if exc.status_code == 409:
             return Conflict(message)
+        if exc.status_code == 400:
+            return InvalidParams(message)
         return Unavailable(message, {"status": exc.status_code})
 
     async def call(self, fn: Callable[[docker.DockerClient], T], what: str = "docker") -> T:

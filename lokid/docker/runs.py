@@ -318,6 +318,8 @@ class Runs:
         tracker = self.tracker(project)
         ref = rules.with_default_tag(params.image or self.config.image)
         warnings: list[str] = []
+        if not await trio.to_thread.run_sync(os.path.isdir, path):
+            raise NotFound(f"project folder {path} does not exist")
         async with tracker.lock:
             await self._check_not_running(path)
             pulled = False
@@ -560,17 +562,22 @@ class Runs:
 
     async def watch(self, daemon: Daemon) -> None:
         """Service: follow container exits; while the engine is away, retry, then reconcile."""
-        delay = RETRY_MIN
+        delay, reported = RETRY_MIN, False
         async with trio.open_nursery() as nursery:
             while True:
                 try:
                     await self._follow_events(nursery)
                 except Unavailable as exc:
-                    log.info("%s; retrying", exc.message)
+                    # Once per outage at info: a machine without Docker is not an error.
+                    level = logging.DEBUG if reported else logging.INFO
+                    log.log(level, "%s; retrying every %gs at most", exc.message, RETRY_MAX)
+                    reported = True
                 except Exception:
                     log.exception("the docker event watch failed; retrying")
+                if self.engine.up:
+                    delay, reported = RETRY_MIN, False
                 await trio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX) if not self.engine.up else RETRY_MIN
+                delay = min(delay * 2, RETRY_MAX)
 
     async def _guarded(self, fn: Any, *args: Any) -> None:
         """Background work: an engine that goes away mid-way is retried by the watch."""

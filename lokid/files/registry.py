@@ -114,8 +114,10 @@ def register_running(path: str, port: int | None, home: Path | None = None) -> d
             has_loki_dir=os.path.isdir(os.path.join(path, ".loki")),
             status="running",
             pid=None,
-            port=port,
         )
+        # As Loki Mode's register_project: no port leaves the recorded one (a host dashboard's).
+        if port is not None or "port" not in entry:
+            entry["port"] = port
         _save(folder / "projects.json", data)
         return entry
 
