@@ -190,6 +190,9 @@ class Runs:
         self.config = config
         self.engine = Engine(config.endpoint, list(config.secrets.values()))
         self._reserved: set[int] = set()
+        # Held from a start's pull to its container's creation, and by every prune, so a
+        # prune never removes the image a start in another project is about to run.
+        self._images = trio.Lock()
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -263,15 +266,18 @@ class Runs:
         attrs = await self.engine.call(lambda c: c.api.inspect_image(image), f"image {image}")
         return attrs["Id"]
 
-    async def prune(self, image: str, keep_id: str, project: str | None) -> ImageUpdateResult:
+    async def _prune_locked(
+        self, image: str, keep_id: str, project: str | None
+    ) -> ImageUpdateResult:
+        """Prune the repository of `image`; the caller holds `_images`."""
         repository = rules.parse_reference(image).repository
 
-        def plan(client: docker.DockerClient) -> tuple[rules.PrunePlan, list[rules.ImageRecord]]:
+        def plan(client: docker.DockerClient) -> rules.PrunePlan:
             images = [_image(i) for i in client.api.images()]
             used = {c.get("ImageID") for c in client.api.containers(all=True)}
-            return rules.select_prune(images, repository, keep_id, used), images
+            return rules.select_prune(images, repository, keep_id, used)
 
-        chosen, _ = await self.engine.call(plan, "list images")
+        chosen = await self.engine.call(plan, "list images")
         removed: list[RemovedImage] = []
         failed: list[FailedRemoval] = []
         for record in chosen.remove:
@@ -294,8 +300,9 @@ class Runs:
 
     async def update_image(self, image: str | None) -> ImageUpdateResult:
         ref = rules.with_default_tag(image or self.config.image)
-        keep_id = await self.pull(ref, None)
-        return await self.prune(ref, keep_id, None)
+        async with self._images:
+            keep_id = await self.pull(ref, None)
+            return await self._prune_locked(ref, keep_id, None)
 
     async def _pull_for_start(self, ref: str, path: str, warnings: list[str]) -> bool:
         try:
@@ -308,7 +315,7 @@ class Runs:
                 raise
             self.warn(path, f"pull of {ref} failed, using the local image: {exc.message}", warnings)
             return False
-        await self.prune(ref, keep_id, path)
+        await self._prune_locked(ref, keep_id, path)
         return True
 
     # -- start ------------------------------------------------------------------------------
@@ -322,19 +329,26 @@ class Runs:
             raise NotFound(f"project folder {path} does not exist")
         async with tracker.lock:
             await self._check_not_running(path)
-            pulled = False
-            if rules.pull_enabled(self.config.pull, params.pull):
-                pulled = await self._pull_for_start(ref, path, warnings)
-            elif not await self.engine.call(lambda c: _image_present(c, ref)):
-                raise NotFound(f"image {ref} is not present locally and pulling is off")
-            await self._check_not_running(path)
-            port = await self._pick_port() if params.api else None
-            try:
-                attrs = await self._create(path, ref, params, port)
-            finally:
-                if port is not None:
-                    self._reserved.discard(port)
+            async with self._images:
+                pulled = await self._ensure_image(ref, path, params, warnings)
+                await self._check_not_running(path)
+                port = await self._pick_port() if params.api else None
+                try:
+                    attrs = await self._create(path, ref, params, port)
+                finally:
+                    if port is not None:
+                        self._reserved.discard(port)
             return await self._record_start(project, tracker, attrs, ref, port, pulled, warnings)
+
+    async def _ensure_image(
+        self, ref: str, path: str, params: RunStartParams, warnings: list[str]
+    ) -> bool:
+        """Pull and prune unless pulling is off; True when a pull succeeded."""
+        if rules.pull_enabled(self.config.pull, params.pull):
+            return await self._pull_for_start(ref, path, warnings)
+        if not await self.engine.call(lambda c: _image_present(c, ref)):
+            raise NotFound(f"image {ref} is not present locally and pulling is off")
+        return False
 
     async def _check_not_running(self, path: str) -> None:
         for attrs in await self.engine.call(lambda c: self._find(c, path), "find run"):
