@@ -536,3 +536,23 @@ def test_lokictl_run_commands(engine, lokid, tmp_short):
     assert lokictl("run", "status")["run"]["state"] == "running"
     assert [r["container"] for r in lokictl("run", "list")["runs"]] == [started["container"]]
     assert lokictl("run", "stop") == {"stopped": [started["container"]], "removed": []}
+    assert lokictl("image", "update")["message"].startswith("nothing to reclaim")
+
+    # The project is the logical $PWD, as Loki Mode's shell names it: a symlinked folder
+    # is its own project.
+    link = tmp_short / "link"
+    link.symlink_to(path)
+    env["PWD"] = str(link)
+    started = lokictl("run", "start", "--no-pull")
+    assert started["container"] == f"loki-{sha12(str(link))}"
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "lokictl", "--socket", str(lokid.socket), "run", "logs", "-f"],
+        env=env,
+        cwd=link,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    stop_file(path)
+    out, _ = follow.communicate(timeout=30)
+    assert follow.returncode == 0
+    assert out.splitlines()[0] == "loki args: start" and "loki: STOP seen" in out
