@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.utils
 import requests.exceptions
 import trio
 
@@ -52,9 +53,13 @@ class Engine:
     def _connect(self) -> docker.DockerClient:
         with self._client_lock:
             if self._client is None:
+                options: dict[str, Any] = {"base_url": self.endpoint.host}
+                if self.endpoint.source == "DOCKER_HOST":
+                    # DOCKER_TLS_VERIFY and DOCKER_CERT_PATH go with DOCKER_HOST.
+                    options = docker.utils.kwargs_from_env()
                 try:
                     self._client = docker.DockerClient(
-                        base_url=self.endpoint.host, version="auto", timeout=CALL_TIMEOUT
+                        **options, version="auto", timeout=CALL_TIMEOUT
                     )
                 except docker.errors.DockerException as exc:
                     raise EngineDown(str(exc)) from None

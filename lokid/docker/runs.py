@@ -76,9 +76,20 @@ class RunConfig(msgspec.Struct, frozen=True):
             endpoint=resolve_endpoint(env),
             image=env.get("LOKI_DOCKER_IMAGE") or rules.DEFAULT_IMAGE,
             pull=env.get("LOKI_DOCKER_PRUNE"),
-            stop_grace=float(env.get("LOKID_STOP_GRACE") or 10),
+            stop_grace=_seconds(env.get("LOKID_STOP_GRACE"), 10.0),
             secrets={k: env[k] for k in PASSTHROUGH if env.get(k)},
         )
+
+
+def _seconds(text: str | None, default: float) -> float:
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 86400:
+        log.warning("LOKID_STOP_GRACE=%r is not a number of seconds; using %g", text, default)
+        return default
+    return value
 
 
 class Tracker:
