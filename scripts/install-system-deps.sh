@@ -11,7 +11,8 @@ have systemd-socket-activate && have systemd-analyze || need+=(systemd)
 # The container tests: a private Docker engine, a local registry, a busybox image.
 have dockerd || [ -x /usr/sbin/dockerd ] || need+=(docker.io)
 have docker-registry || need+=(docker-registry)
-[ -x /bin/busybox ] || need+=(busybox-static)
+# (static: it is the whole image; Debian's plain busybox needs the host's libc)
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if have apt-get && [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${need[*]}"

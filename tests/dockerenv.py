@@ -318,10 +318,19 @@ def _binary(name: str) -> str | None:
     return found
 
 
+def _static_busybox() -> bool:
+    """The image is busybox alone, so it must not need the host's shared libraries."""
+    try:
+        head = Path("/bin/busybox").read_bytes()[: 1 << 20]
+    except OSError:
+        return False
+    return b"ld-linux" not in head
+
+
 def _ensure_packages() -> None:
     missing = [b for b in ("dockerd", "docker-registry") if _binary(b) is None]
-    if not Path("/bin/busybox").exists():
-        missing.append("busybox")
+    if not _static_busybox():
+        missing.append("busybox-static")
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
