@@ -137,7 +137,8 @@ class Daemon:
                     await accept_loop(self, listener, conns)
 
             conns.start_soon(accept)
-            log.info("lokid %s serving on %s (pid %d)", self.version, listener.path, self.pid)
+            where = listener.path or listener.sock.getsockname() or "an inherited socket"
+            log.info("lokid %s serving on %s (pid %d)", self.version, where, self.pid)
             task_status.started()
             await self._stop.wait()
             accept_scope.cancel()

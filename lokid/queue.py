@@ -79,6 +79,7 @@ class Queue:
         changed: Changed,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        lease_set: Callable[[float], None] | None = None,
     ) -> None:
         self.project = project
         self.store = store
@@ -89,6 +90,7 @@ class Queue:
         self._changed = changed
         self.clock = clock
         self.rng = rng or random.Random()
+        self._lease_set = lease_set or (lambda until: None)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -211,6 +213,7 @@ class Queue:
                 self.breakers.probe_claimed(task.type, now)
             self._save(best, task, "in-progress")
             self._emit("queue.claimed", {"id": task.id, "type": task.type, "agent": agent})
+        self._lease_set(best.lease_until)
         return ClaimResult(task=_with_row_extras(task, best))
 
     def heartbeat(self, task_id: str, agent: str, lease: float | None) -> float:
@@ -220,7 +223,8 @@ class Queue:
             task = _decode_task(row.doc)
             row.lease_until = now + (lease or task.timeout)
             self.store.update(row)
-            return row.lease_until
+        self._lease_set(row.lease_until)
+        return row.lease_until
 
     def _held(self, task_id: str, agent: str) -> TaskRow:
         row = self._row(task_id)

@@ -33,6 +33,7 @@ class QueueArea:
         self._queues: dict[str, Queue] = {}
         self._views: dict[str, ViewWriter] = {}
         self._poke = trio.Event()
+        self._next_look = 0.0
         daemon.services.append(self._sweeper)
         daemon.reload_hooks.append(self.reload_all)
         daemon.stop_hooks.append(self.close_all)
@@ -61,7 +62,9 @@ class QueueArea:
             quarantined=lambda path, copy, why: self._quarantined(project, path, copy, why),
             breakers_json=lambda: breakers_file(queue),
         )
-        queue = Queue(project.path, store, config, publish, self._changed(views))
+        queue = Queue(
+            project.path, store, config, publish, self._changed(views), lease_set=self.lease_set
+        )
         self._queues[project.path] = queue
         self._views[project.path] = views
         project.areas["queue"] = queue
@@ -78,10 +81,13 @@ class QueueArea:
     def _changed(self, views: ViewWriter):
         def changed(states) -> None:
             views.mark(set(states))
-            if "in-progress" in states:
-                self._poke.set()  # a new lease may end sooner than the sweeper's next look
 
         return changed
+
+    def lease_set(self, until: float) -> None:
+        """A lease that ends before the sweeper's next look wakes it early."""
+        if until < self._next_look:
+            self._poke.set()
 
     def _quarantined(self, project: Project, path: Path, copy: Path, why: str) -> None:
         log.warning("quarantined %s as %s: %s", path, copy, why)
@@ -117,22 +123,32 @@ class QueueArea:
     # -- background --------------------------------------------------------------------
 
     async def _sweeper(self, daemon: Daemon) -> None:
+        """Expire leases and turn breakers half-open when due; reads only until then."""
         while True:
             now = time.time()
-            deadline = now + SWEEP_MAX_SLEEP
+            self._next_look = now + SWEEP_MAX_SLEEP
             for queue in list(self._queues.values()):
                 try:
-                    queue.expire_leases()
-                    with queue.transaction():
-                        queue.breakers.tick(now)
+                    self._sweep(queue, now)
                 except Exception:
                     log.exception("sweeping %s failed", queue.project)
-                for when in (queue.next_lease_deadline(), queue.breakers.next_half_open()):
-                    if when is not None:
-                        deadline = min(deadline, when)
-            with trio.move_on_after(max(0.0, deadline - time.time()) + 0.001):
+            with trio.move_on_after(max(0.0, self._next_look - time.time()) + 0.001):
                 await self._poke.wait()
             self._poke = trio.Event()
+
+    def _sweep(self, queue: Queue, now: float) -> None:
+        lease = queue.next_lease_deadline()
+        if lease is not None and lease <= now:
+            queue.expire_leases()
+            lease = queue.next_lease_deadline()
+        half_open = queue.breakers.next_half_open()
+        if half_open is not None and half_open <= now:
+            with queue.transaction():
+                queue.breakers.tick(now)
+            half_open = queue.breakers.next_half_open()
+        for when in (lease, half_open):
+            if when is not None:
+                self._next_look = min(self._next_look, when)
 
     def idle(self) -> bool:
         return all(queue.idle() for queue in self._queues.values())

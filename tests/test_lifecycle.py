@@ -149,7 +149,7 @@ def connect_as(uid: int, path) -> str:
             sock.sendall(ping)
             answered = sock.recv(100)
             outcome = b"answered" if answered else b"closed without a reply"
-        except ConnectionResetError:
+        except (ConnectionResetError, BrokenPipeError):
             outcome = b"closed without a reply"
         except BaseException as exc:
             outcome = repr(exc).encode()

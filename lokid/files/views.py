@@ -25,7 +25,7 @@ import trio
 from lokid.files.atomic import signature, write_atomic
 from lokid.files.locks import LockTimeout, queue_file_lock
 from lokid.files.pending import BadFile, parse_pending, quarantine
-from lokid.store.sqlite import read_docs
+from lokid.store.sqlite import read_view
 
 log = logging.getLogger("lokid.views")
 
@@ -39,12 +39,6 @@ VIEW_FILES = {
 BREAKERS = "breakers"
 DUTY = 4  # wait at least DUTY x the last write's cost before the next one
 RETRY_AFTER_ERROR = 1.0
-
-
-def splice(doc: bytes, extra: bytes | None) -> bytes:
-    if not extra or extra == b"{}":
-        return doc
-    return doc[:-1] + b"," + extra[1:]
 
 
 class ViewWriter:
@@ -141,11 +135,9 @@ class ViewWriter:
             started = time.monotonic()
             if state == "pending":
                 self._import_external(path, only_if_changed=True)
+            # completed.json: the newest N, oldest first, as Loki Mode appends.
             keep = self.completed_keep if state == "completed" else None
-            rows = read_docs(self._db(), state, newest_first=keep is not None, limit=keep)
-            if keep is not None:
-                rows.reverse()  # the newest N, oldest first, as Loki Mode appends
-            data = b"[" + b",".join(splice(doc, extra) for doc, extra in rows) + b"]"
+            data = read_view(self._db(), state, keep)
             self.own_writes[path] = signature(write_atomic(path, data))
             self._busy += time.monotonic() - started
 
