@@ -9,6 +9,7 @@ client was told has happened is on disk.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 import uuid
@@ -512,6 +513,8 @@ def _from_loki(entry: dict[str, Any], known: dict[str, str]) -> dict[str, Any]:
     tasks lokid has never seen are dropped (an import must not lose the task).
     """
     task = dict(entry)
+    with contextlib.suppress(ValueError):  # a bad one is left for `_add` to report
+        task["priority"] = normalize_priority(entry.get("priority"))
     task.setdefault("type", "general")
     if not isinstance(task.get("type"), str) or not task["type"]:
         task["type"] = "general"
