@@ -305,7 +305,7 @@ def test_restarted_lokid_removes_run_json_of_a_container_gone_meanwhile(engine, 
             lambda: (
                 not run_json(path).exists() and registry(again)[sha12(path)]["status"] == "stopped"
             ),
-            10,
+            15,  # a run.json under 5 s old may be a shell run about to start
             "reconcile to remove run.json and mark the registry entry stopped",
         )
     finally:

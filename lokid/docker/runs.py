@@ -59,6 +59,7 @@ FIXED_ENV = {
 }
 WORKSPACE = "/workspace"
 RETRY_MIN, RETRY_MAX = 0.2, 2.0  # seconds between attempts to reach a stopped engine
+FRESH_RUN_FILE = 5.0  # seconds a shell-written run.json may wait for its container
 PROGRESS_EVERY = 0.25  # seconds between image.pull progress events of one layer
 
 
@@ -670,8 +671,9 @@ class Runs:
         candidates |= {p.path for p in self.daemon.projects}
         entries = await self._files(registry.registry_entries)
         candidates |= {e["path"] for e in entries if e.get("status") == "running" and e.get("path")}
-        for path in candidates - running:
-            await self._clean_gone(path)
+        async with trio.open_nursery() as nursery:
+            for path in candidates - running:
+                nursery.start_soon(self._guarded, self._clean_gone, path)
 
     async def _adopt(self, path: str, attrs: dict[str, Any]) -> None:
         try:
@@ -689,10 +691,11 @@ class Runs:
 
     async def _clean_gone(self, path: str) -> None:
         run = await self._files(registry.read_run_file, path)
+        if run is not None and (wait := _young(run.started_at, time.time())):
+            await trio.sleep(wait)
+            run = await self._files(registry.read_run_file, path)
         if run is None:
             return
-        # Only a container lokid manages or the recomputed name; the shell's own runs
-        # (not managed) with a live container are left to it.
         attrs = await self.engine.call(lambda c: _inspect(c, run.container), "inspect")
         if attrs is not None and (attrs.get("State") or {}).get("Running"):
             return
@@ -701,6 +704,15 @@ class Runs:
             self.tracker(project).clear()
         await self._forget_run(path, run.container)
         log.info("run.json of %s named %s, which is gone; removed", path, run.container)
+
+
+def _young(started_at: str, now: float) -> float:
+    """Seconds until a run.json counts as settled. Loki Mode's shell writes it just before
+    its `docker run`, so a young file whose container is not up yet may be about to start."""
+    try:
+        return max(0.0, FRESH_RUN_FILE - (now - parse_iso(started_at)))
+    except ValueError:
+        return 0.0
 
 
 def _image_present(client: docker.DockerClient, ref: str) -> bool:
