@@ -38,6 +38,25 @@ def rpc(sock, msgid: int, method: str, params: dict):
     return reply[3]
 
 
+def fill_types(sock, project: str, types: list[str], per_type: int) -> None:
+    tasks = [
+        {
+            "type": t,
+            "priority": 1 + i % 10,
+            "payload": {"action": "implement", "target": f"{t}/{i}"},
+        }
+        for i in range(per_type)
+        for t in types
+    ]
+    for start in range(0, len(tasks), 5000):
+        rpc(
+            sock,
+            1,
+            "queue.enqueue_many",
+            {"project": project, "tasks": tasks[start : start + 5000]},
+        )
+
+
 def fill(sock, project: str, n: int, tag: str) -> float:
     """Enqueue `n` tasks in pipelined batches; returns tasks per second.
 
@@ -72,14 +91,14 @@ CAPS = ["eng-backend", "eng-frontend", "ops-devops", "eng-qa"]
 REPORT = {"decisionReport": {"why": "bench"}}
 
 
-def cycles(sock, project: str, n: int) -> tuple[list[float], list[float]]:
+def cycles(sock, project: str, n: int, caps: list[str] = CAPS) -> tuple[list[float], list[float]]:
     """`n` claim+complete cycles; returns (claim latencies, cycle latencies) in us."""
     claim_us, cycle_us = [], []
     clock = time.perf_counter_ns
     for _ in range(n):
         start = clock()
         task = rpc(
-            sock, 1, "queue.claim", {"project": project, "agent": "b", "capabilities": CAPS}
+            sock, 1, "queue.claim", {"project": project, "agent": "b", "capabilities": caps}
         )["task"]
         mid = clock()
         rpc(
