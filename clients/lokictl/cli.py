@@ -165,7 +165,8 @@ def _start_params(args: argparse.Namespace) -> dict[str, Any]:
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"lokictl: -e wants KEY=VALUE, got {item!r}")
+            print(f"lokictl: -e wants KEY=VALUE, got {item!r}", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
         env[key] = value
     params: dict[str, Any] = {"project": _project(), "args": args.args or ["start"], "env": env}
     if args.image:
@@ -228,6 +229,8 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
 def cmd_image(client: Client, args: argparse.Namespace) -> int:
     r = client.call("image.update", {"image": args.image} if args.image else {})
     lines = [f"{r['image']} is {r['id'][:19]}", r["message"]]
+    if r["kept_in_use"]:
+        lines.append(f"kept {len(r['kept_in_use'])} older image(s) a container still uses")
     lines += [f"could not remove {f['id'][:19]}: {f['error']}" for f in r["failed"]]
     _print(args, r, "\n".join(lines))
     return 0

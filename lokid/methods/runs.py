@@ -51,6 +51,9 @@ def with_runs(daemon: Daemon, env: Mapping[str, str] | None = None) -> Daemon:
 @router.method("run.start", RunStartParams)
 async def run_start(call: Call, params: RunStartParams) -> RunStartResult:
     project = call.daemon.projects.get(params.project)
+    bad = [k for k in params.env if not k or "=" in k or "\x00" in k]
+    if bad:
+        raise InvalidParams(f"run.start: env names must be non-empty, without '=': {bad!r}")
     return await runs_of(call.daemon).start(project, params)
 
 
