@@ -20,8 +20,7 @@ import yaml
 from lokid.domain import breaker as rules
 from lokid.domain.breaker import Admission, Breaker, BreakerConfig
 from lokid.errors import InvalidParams
-from lokid.store.base import BreakerRow
-from lokid.store.sqlite import SqliteStore
+from lokid.store.base import BreakerRow, QueueStore
 from lokid.wire.queue import Blocked
 from lokid.wire.times import iso_or_none
 
@@ -123,7 +122,7 @@ def _find(node: Any, keys: list[str], path: list[str]) -> tuple[int, list[str]] 
 
 
 class Breakers:
-    def __init__(self, store: SqliteStore, emit: Emit, touch: Touch, config: BreakerConfigs):
+    def __init__(self, store: QueueStore, emit: Emit, touch: Touch, config: BreakerConfigs):
         self._store = store
         self._emit = emit
         self._touch = touch

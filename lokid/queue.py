@@ -26,8 +26,7 @@ from lokid.domain.queue import (
     normalize_priority,
 )
 from lokid.errors import Conflict, InvalidParams, NotFound
-from lokid.store.base import TaskRow
-from lokid.store.sqlite import SqliteStore
+from lokid.store.base import QueueStore, TaskRow
 from lokid.wire.queue import (
     NEW_TASK_FIELDS,
     STATES,
@@ -74,7 +73,7 @@ class Queue:
     def __init__(
         self,
         project: str,
-        store: SqliteStore,
+        store: QueueStore,
         breaker_config: BreakerConfigs,
         publish: Publish,
         changed: Changed,

@@ -261,9 +261,6 @@ class SqliteStore:
             "SELECT count(*) FROM tasks WHERE state = 'in-progress'"
         ).fetchone()[0]
 
-    def all_ids(self) -> set[str]:
-        return {r[0] for r in self._db.execute("SELECT id FROM tasks")}
-
     # -- breakers ------------------------------------------------------------------------
 
     def probes_in_flight(self) -> list[tuple[str, int]]:
