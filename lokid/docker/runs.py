@@ -30,7 +30,7 @@ import trio
 from lokid.docker.endpoint import Endpoint, resolve_endpoint
 from lokid.docker.engine import Engine
 from lokid.domain import prune as rules
-from lokid.errors import Conflict, NotFound, Unavailable
+from lokid.errors import Conflict, LokidError, NotFound, Unavailable
 from lokid.files import registry
 from lokid.log import SECRET_VARS
 from lokid.wire.times import iso, parse_iso
@@ -507,11 +507,20 @@ class Runs:
         timeout = self.config.stop_grace if grace is None else grace
         stopped: list[str] = []
         removed: list[str] = []
+        errors: list[LokidError] = []
         for attrs in found:
             name = attrs["Name"].lstrip("/")
             was_running = (attrs.get("State") or {}).get("Running", False)
-            await self.engine.call(lambda c, a=attrs: _stop_remove(c, a["Id"], timeout), "stop")
+            try:
+                await self.engine.call(
+                    lambda c, a=attrs: _stop_remove(c, a["Id"], timeout), f"stop {name}"
+                )
+            except LokidError as exc:
+                errors.append(exc)  # one that refuses does not spare the others
+                continue
             (stopped if was_running else removed).append(name)
+        if errors:
+            raise errors[0]
         return RunStopResult(stopped, removed)
 
     async def _forget_run(self, path: str, container: str | None) -> None:
