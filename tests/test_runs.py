@@ -180,6 +180,25 @@ def test_a_second_start_while_up_is_a_conflict_naming_the_container(engine, loki
     assert err.value.data == {"container": name}
 
 
+def test_a_cancelled_start_leaves_no_untracked_container(engine, lokid, tmp_short):
+    engine.publish()
+    for n, cancel_after in enumerate((None, "image.pull", "image.pruned")):
+        path = project(tmp_short, f"c{n}")
+        with lokid.client() as client:
+            client.call("subscribe", {"topics": ["image.*"]})
+            msgid = client.send("run.start", {"project": path})
+            while cancel_after and client.next_event(timeout=20)["topic"] != cancel_after:
+                pass
+            client.cancel(msgid)
+            with contextlib.suppress(DaemonError):
+                client.result(msgid)
+        name = f"loki-{sha12(path)}"
+        if inspect(engine, name) is not None:
+            assert run_json(path).exists()
+            assert registry(lokid)[sha12(path)]["status"] == "running"
+            assert lokid.call("run.stop", {"project": path})["stopped"] == [name]
+
+
 def test_run_json_deleted_still_reaps_by_the_recomputed_name(engine, lokid, tmp_short):
     engine.publish()
     path = project(tmp_short, "app")

@@ -345,12 +345,17 @@ class Runs:
                 pulled = await self._ensure_image(ref, path, params, warnings)
                 await self._check_not_running(path)
                 port = await self._pick_port() if params.api else None
-                try:
-                    attrs = await self._create(path, ref, params, port)
-                finally:
-                    if port is not None:
-                        self._reserved.discard(port)
-            return await self._record_start(project, tracker, attrs, ref, port, pulled, warnings)
+                # Once the engine is asked to create it, the container must be recorded
+                # (run.json, registry, tracker) even if the client goes away meanwhile.
+                with trio.CancelScope(shield=True):
+                    try:
+                        attrs = await self._create(path, ref, params, port)
+                    finally:
+                        if port is not None:
+                            self._reserved.discard(port)
+                    return await self._record_start(
+                        project, tracker, attrs, ref, port, pulled, warnings
+                    )
 
     async def _ensure_image(
         self, ref: str, path: str, params: RunStartParams, warnings: list[str]
@@ -524,8 +529,10 @@ class Runs:
         return RunStopResult(stopped, removed)
 
     async def _forget_run(self, path: str, container: str | None) -> None:
-        await self._files(registry.remove_run_file, path, container)
-        await self._files(registry.mark_stopped, path)
+        """run.json gone and the registry entry stopped, together even if cancelled."""
+        with trio.CancelScope(shield=True):
+            await self._files(registry.remove_run_file, path, container)
+            await self._files(registry.mark_stopped, path)
 
     # -- status, list, logs ---------------------------------------------------------------
 
