@@ -497,15 +497,17 @@ class Runs:
         removed: list[str] = []
         for path, group in by_project.items():
             project = self.daemon.projects.known(path) if path else None
-            if project is not None:
-                self.tracker(project).clear()
-            part = await self._reap(group, grace)
+            tracker = self.tracker(project) if project is not None else None
+            async with tracker.lock if tracker else contextlib.nullcontext():
+                if tracker is not None:
+                    tracker.clear()
+                part = await self._reap(group, grace)
+                if path:
+                    await self._forget_run(path, None)
             stopped += part.stopped
             removed += part.removed
-            if path:
-                await self._forget_run(path, None)
-                if part.stopped:
-                    self.publish("run.stopped", path, {"containers": part.stopped})
+            if path and part.stopped:
+                self.publish("run.stopped", path, {"containers": part.stopped})
         return RunStopResult(sorted(stopped), sorted(removed))
 
     async def _reap(self, found: list[dict[str, Any]], grace: float | None) -> RunStopResult:
@@ -653,14 +655,24 @@ class Runs:
         actor = event.get("Actor") or {}
         attrs = actor.get("Attributes") or {}
         path = attrs.get(rules.PROJECT_LABEL)
-        project = self.daemon.projects.known(path) if path else None
+        try:
+            project = self.daemon.projects.get(path) if path else None
+        except LokidError:
+            project = None
         if project is None:
             return
         tracker = self.tracker(project)
+        container_id = actor.get("ID") or event.get("id")
+        name = attrs.get("name") or tracker.container
         async with tracker.lock:
-            if tracker.id != (actor.get("ID") or event.get("id")):
-                return  # stopped by lokid, or an older container of the project
-            name = tracker.container
+            if tracker.id is not None and tracker.id != container_id:
+                return  # an older container of the project
+            if tracker.id is None:
+                # Stopped by lokid (which forgets the run itself), or died before the
+                # reconcile adopted it: then run.json still names it.
+                run = await self._files(registry.read_run_file, project.path)
+                if run is None or run.container != name:
+                    return
             tracker.clear()
             code = int(attrs.get("exitCode", -1))
             await self._forget_run(project.path, name)
@@ -699,6 +711,10 @@ class Runs:
         tracker = self.tracker(project)
         async with tracker.lock:
             if tracker.id == attrs["Id"]:
+                return
+            # It may have died since the survey, its exit handled already: look again.
+            now = await self.engine.call(lambda c: _inspect(c, attrs["Id"]), "inspect")
+            if now is None or not now["State"].get("Running"):
                 return
             tracker.id, tracker.container = attrs["Id"], attrs["Name"].lstrip("/")
             tracker.port = _port_of(attrs)
