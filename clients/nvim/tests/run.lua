@@ -1,0 +1,408 @@
+-- Headless test cases for the Neovim plugin, run by tests/test_nvim.py:
+--   nvim --headless -u NONE --cmd 'set rtp+=clients/nvim' -c 'luafile clients/nvim/tests/run.lua'
+-- with LOKI_TEST = the case name. Exits 0 when the case passed, 1 with the reason on stderr.
+-- Waits are vim.wait with a predicate and a deadline; nothing sleeps and hopes.
+local case = vim.env.LOKI_TEST
+local T = {}
+
+local function log(...)
+  io.stderr:write(table.concat(vim.tbl_map(tostring, { ... }), " ") .. "\n")
+end
+
+local function deep_eq(a, b, path)
+  path = path or "$"
+  if type(a) ~= type(b) then
+    return false, path .. ": " .. vim.inspect(a) .. " ~= " .. vim.inspect(b)
+  end
+  if type(a) ~= "table" then
+    if a == b then
+      return true
+    end
+    return false, path .. ": " .. vim.inspect(a) .. " ~= " .. vim.inspect(b)
+  end
+  for k, v in pairs(a) do
+    local ok, why = deep_eq(v, b[k], path .. "." .. tostring(k))
+    if not ok then
+      return false, why
+    end
+  end
+  for k, _ in pairs(b) do
+    if a[k] == nil then
+      return false, path .. "." .. tostring(k) .. " missing"
+    end
+  end
+  return true
+end
+
+local function check(cond, msg)
+  if not cond then
+    error(msg or "check failed", 2)
+  end
+end
+
+local function wait(what, pred, ms)
+  local ok = vim.wait(ms or 10000, pred, 10)
+  if not ok then
+    error("timed out waiting for " .. what, 2)
+  end
+end
+
+local function read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function hex_decode(h)
+  return (h:gsub("..", function(x)
+    return string.char(tonumber(x, 16))
+  end))
+end
+
+-- -- notifications are recorded ----------------------------------------------------------
+local notes = {}
+vim.notify = function(msg, level)
+  table.insert(notes, { msg = msg, level = level })
+  log("notify:", msg)
+end
+local function noted(pattern)
+  for _, n in ipairs(notes) do
+    if n.msg:find(pattern) then
+      return n
+    end
+  end
+end
+local function count_noted(pattern)
+  local n = 0
+  for _, x in ipairs(notes) do
+    if x.msg:find(pattern) then
+      n = n + 1
+    end
+  end
+  return n
+end
+
+local function buf_text(name)
+  local buf = vim.fn.bufnr(name)
+  if buf == -1 then
+    return ""
+  end
+  return table.concat(vim.api.nvim_buf_get_lines(buf, 0, -1, false), "\n")
+end
+
+local function buf_has(name, needle)
+  return buf_text(name):find(needle, 1, true) ~= nil
+end
+
+-- lokictl as a job; waits for its exit.
+local function lokictl(args)
+  local cmd = { vim.env.LOKI_TEST_PYTHON, "-m", "lokictl", "--no-spawn", "--json" }
+  vim.list_extend(cmd, args)
+  local out, code = {}, nil
+  local job = vim.fn.jobstart(cmd, {
+    stdout_buffered = true,
+    stderr_buffered = true,
+    on_stdout = function(_, data)
+      out = data
+    end,
+    on_stderr = function(_, data)
+      if #table.concat(data) > 0 then
+        log("lokictl stderr:", table.concat(data, "\n"))
+      end
+    end,
+    on_exit = function(_, c)
+      code = c
+    end,
+  })
+  check(job > 0, "could not start lokictl")
+  wait("lokictl " .. args[1], function()
+    return code ~= nil
+  end, 20000)
+  check(code == 0, "lokictl " .. table.concat(args, " ") .. " exited " .. tostring(code))
+  return vim.json.decode(table.concat(out, "\n"))
+end
+
+-- A second, independent connection (as another agent would be).
+local function call(method, params)
+  local c = T.other
+  if not c then
+    c = require("loki.client").new({ name = "nvim-test" })
+    T.other = c
+  end
+  local done, err, res = false, nil, nil
+  c:request(method, params, function(e, r)
+    done, err, res = true, e, r
+  end)
+  wait(method, function()
+    return done
+  end)
+  if err then
+    error(method .. ": " .. vim.inspect(err), 2)
+  end
+  if vim.env.LOKI_TEST_DEBUG then
+    log("call", method, vim.inspect(params), "->", vim.inspect(res))
+  end
+  return res
+end
+
+-- -- cases ------------------------------------------------------------------------------------
+local cases = {}
+
+function cases.vectors()
+  local wire = require("loki.wire")
+  local doc = vim.json.decode(read_file(vim.env.LOKI_VECTORS))
+  local n = 0
+  for _, vec in ipairs(doc.vectors) do
+    local d = wire.decoder(vec.max_frame)
+    local frames, err = {}, nil
+    for _, chunk in ipairs(vec.chunks) do
+      local bodies, e = d:feed(hex_decode(chunk))
+      for _, body in ipairs(bodies) do
+        local kind, msg = wire.classify(body)
+        table.insert(frames, { kind = kind, message = msg == nil and vim.NIL or msg })
+      end
+      if e then
+        err = e
+        break
+      end
+    end
+    local ok, why = deep_eq(frames, vec.frames)
+    check(ok, vec.name .. ": frames " .. tostring(why))
+    local expect_err = vec.error ~= vim.NIL and vec.error or nil
+    ok, why = deep_eq(err or vim.NIL, expect_err or vim.NIL)
+    check(ok, vec.name .. ": error " .. tostring(why))
+    if not err then
+      check(d:pending() == vec.pending, vec.name .. ": pending " .. d:pending())
+    end
+    -- What the Lua encoder writes decodes back to the same meaning.
+    for _, f in ipairs(vec.frames) do
+      if f.kind == "request" then
+        local m = f.message
+        local again = wire.request(m[2], m[3], m[4])
+        local kind, msg = wire.classify(again:sub(5))
+        check(kind == "request" and deep_eq(msg, m), vec.name .. ": re-encoded request")
+      end
+    end
+    n = n + 1
+  end
+  log("vectors:", n)
+  check(n >= 20, "too few vectors")
+end
+
+function cases.commands()
+  local loki = require("loki")
+  local P = loki.project()
+  check(P == vim.env.LOKI_TEST_PROJECT, "project is the cwd: " .. P)
+  check(loki.statusline() == "", "statusline before first use")
+
+  -- :Loki status
+  vim.cmd("Loki status")
+  local status = "loki://status/" .. P
+  wait("status buffer", function()
+    return buf_has(status, "Queue:    pending 0, in-progress 0")
+  end)
+  check(buf_has(status, "Run:      none"), buf_text(status))
+  check(buf_has(status, "Breakers: all closed"), buf_text(status))
+  wait("statusline", function()
+    return loki.statusline() == "loki:idle p0 r0"
+  end)
+
+  -- :Loki tasks refreshes live after lokictl enqueues
+  vim.cmd("Loki tasks")
+  local tasks = "loki://tasks/" .. P
+  wait("tasks buffer", function()
+    return buf_has(tasks, "## pending (0)")
+  end)
+  local added = lokictl({ "queue", "add", "--project", P, "--id", "t-live", "--payload", '{"goal":"ship it"}', "eng" })
+  check(added.id == "t-live", vim.inspect(added))
+  wait("the enqueued task in the tasks buffer", function()
+    return buf_has(tasks, "## pending (1)") and buf_has(tasks, "t-live  eng  p5  ship it")
+  end)
+  wait("statusline counts", function()
+    return loki.statusline() == "loki:idle p1 r0"
+  end)
+  check(buf_has(status, "pending 1"), "status buffer follows too: " .. buf_text(status))
+  call("queue.claim", { project = P, agent = "a1", capabilities = { "eng" } })
+  wait("claimed task under in-progress", function()
+    return buf_has(tasks, "## in-progress (1)") and buf_has(tasks, "t-live  eng  p5  @a1  ship it")
+  end)
+
+  -- <CR> on a task shows it whole
+  local buf = vim.fn.bufnr(tasks)
+  vim.api.nvim_set_current_win(vim.fn.bufwinid(buf))
+  local lines = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
+  local row
+  for i, l in ipairs(lines) do
+    if l:find("t-live", 1, true) then
+      row = i
+    end
+  end
+  vim.api.nvim_win_set_cursor(0, { row, 0 })
+  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes("<CR>", true, false, true), "x", false)
+  wait("task buffer", function()
+    return buf_has("loki://task/t-live", 'claimedBy = "a1"')
+  end)
+  check(buf_has("loki://task/t-live", "(in-progress)"), buf_text("loki://task/t-live"))
+  check(buf_has("loki://task/t-live", 'goal = "ship it"'), buf_text("loki://task/t-live"))
+
+  -- :Loki events is a live log
+  vim.cmd("Loki events")
+  local events = "loki://events/" .. P
+  check(buf_has(events, "queue.enqueued"), buf_text(events))
+  call("queue.enqueue", { project = P, task = { id = "t-2", type = "ops", payload = { goal = "second" } } })
+  wait("live event line", function()
+    return buf_has(events, 'queue.enqueued {"id":"t-2"') or buf_has(events, "queue.enqueued") and buf_has(events, '"t-2"')
+  end)
+
+  -- a dead-lettered task: notification, :Loki dlq, retry with r
+  call("queue.enqueue", { project = P, task = { id = "t-dead", type = "qa", maxRetries = 1, payload = { goal = "doomed" } } })
+  local claimed = call("queue.claim", { project = P, agent = "a2", capabilities = { "qa" } })
+  check(claimed.task.id == "t-dead")
+  call("queue.fail", { project = P, id = "t-dead", agent = "a2", error = "boom" })
+  wait("dead-letter notification", function()
+    return noted("task t%-dead %(qa%) dead%-lettered: boom")
+  end)
+  vim.cmd("Loki dlq")
+  local dlq = "loki://dlq/" .. P
+  wait("dlq buffer", function()
+    return buf_has(dlq, "t-dead  qa  retries 1  boom")
+  end)
+  local dbuf = vim.fn.bufnr(dlq)
+  vim.api.nvim_set_current_win(vim.fn.bufwinid(dbuf))
+  for i, l in ipairs(vim.api.nvim_buf_get_lines(dbuf, 0, -1, false)) do
+    if l:find("t-dead", 1, true) then
+      vim.api.nvim_win_set_cursor(0, { i, 0 })
+    end
+  end
+  vim.api.nvim_feedkeys("r", "x", false)
+  wait("retried", function()
+    return noted("retrying t%-dead") and buf_has(dlq, "(none)")
+  end)
+  wait("retried task pending again", function()
+    return buf_has(tasks, "t-dead  qa")
+      and call("queue.get", { project = P, id = "t-dead" }).state == "pending"
+  end)
+
+  -- breaker opened: a notification and the statusline marker
+  call("breaker.trip", { project = P, type = "ops", reason = "test" })
+  wait("breaker notification", function()
+    return noted("breaker ops opened")
+  end)
+  wait("statusline breaker marker", function()
+    return loki.statusline():find("!ops", 1, true) ~= nil
+  end)
+  wait("status buffer breakers", function()
+    return buf_has(status, "ops") and buf_has(status, "open")
+  end)
+
+  -- :Loki run against an engine that is not there: a clear error, nothing blocks
+  vim.cmd("Loki run")
+  wait("run error", function()
+    return noted("run failed: ")
+  end)
+
+  -- pause / resume / stop: through signal.* when lokid serves them
+  local c = loki.client()
+  if c:has("signal.pause") then
+    vim.cmd("Loki pause")
+    wait("PAUSE file", function()
+      return vim.loop.fs_stat(P .. "/.loki/PAUSE") ~= nil
+    end)
+    local ok = vim.wait(5000, function()
+      return loki.statusline():find("^loki:paused") ~= nil
+    end, 10)
+    check(ok, "statusline paused: " .. loki.statusline() .. "\n" .. buf_text(status) .. "\n" .. buf_text(events))
+    vim.cmd("Loki resume")
+    wait("PAUSE removed", function()
+      return vim.loop.fs_stat(P .. "/.loki/PAUSE") == nil
+    end)
+    vim.cmd("Loki stop")
+    wait("STOP file", function()
+      return vim.loop.fs_stat(P .. "/.loki/STOP") ~= nil
+    end)
+    wait("statusline stopping", function()
+      return loki.statusline():find("^loki:stopping") ~= nil
+    end)
+    wait("status buffer state", function()
+      return buf_has(status, "State:    STOPPING")
+    end)
+    log("signals: served")
+  else
+    vim.cmd("Loki pause")
+    wait("pause refused", function()
+      return noted("pause: this lokid does not serve signal.pause")
+    end)
+    log("signals: not served by this lokid")
+  end
+
+  vim.cmd("Loki bogus")
+  check(noted("unknown :Loki bogus"), "unknown subcommand")
+  check(vim.deep_equal(loki.complete("d", "Loki d"), { "dlq" }), "completion")
+end
+
+function cases.reconnect()
+  local loki = require("loki")
+  local P = loki.project()
+  vim.cmd("Loki tasks")
+  local tasks = "loki://tasks/" .. P
+  wait("tasks buffer", function()
+    return buf_has(tasks, "## pending (0)")
+  end)
+  local m = loki.model(P)
+  wait("subscribed", function()
+    return (m.subscribed or 0) == 1
+  end)
+  -- Tell pytest to restart lokid, then wait for it to be back and followed again.
+  local marker = vim.env.LOKI_TEST_MARKER
+  local f = assert(io.open(marker .. ".ready", "w"))
+  f:close()
+  wait("connection lost", function()
+    return noted("lokid connection lost")
+  end, 20000)
+  wait("offline statusline", function()
+    return loki.statusline() == "loki:offline"
+  end, 20000)
+  wait("reconnected", function()
+    return noted("lokid reconnected")
+  end, 20000)
+  wait("resubscribed", function()
+    return m.subscribed == 2
+  end)
+  lokictl({ "queue", "add", "--project", P, "--id", "t-after", "eng" })
+  wait("event after the restart", function()
+    return buf_has(tasks, "t-after  eng")
+  end)
+  check(count_noted("lokid connection lost") == 1, "said once: " .. vim.inspect(notes))
+  check(count_noted("lokid reconnected") == 1, "said once")
+  wait("statusline back", function()
+    return loki.statusline() == "loki:idle p1 r0"
+  end)
+end
+
+function cases.no_daemon()
+  -- No lokid: a command says so and the editor goes on.
+  vim.cmd("Loki status")
+  wait("not running message", function()
+    return buf_has("loki://status/" .. require("loki").project(), "lokid is not running")
+  end)
+  check(require("loki").statusline() == "loki:offline")
+end
+
+-- -- run one -------------------------------------------------------------------------------
+local fn = cases[case]
+if not fn then
+  log("no such case: " .. tostring(case))
+  vim.cmd("cquit 2")
+end
+local ok, err = xpcall(fn, debug.traceback)
+if T.other then
+  T.other:close()
+end
+if ok then
+  log("ok " .. case)
+  vim.cmd("qall!")
+else
+  log("FAILED " .. case .. ": " .. tostring(err))
+  vim.cmd("cquit 1")
+end
