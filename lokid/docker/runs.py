@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ import docker.types
 import msgspec
 import trio
 
+from lokid.docker import records
 from lokid.docker.endpoint import Endpoint, resolve_endpoint
 from lokid.docker.engine import Engine
 from lokid.domain import prune as rules
@@ -57,7 +57,6 @@ FIXED_ENV = {
     "LOKI_SKIP_PROJECT_REGISTRY": "1",
     "LOKI_NO_NEW_SESSION": "1",
 }
-WORKSPACE = "/workspace"
 RETRY_MIN, RETRY_MAX = 0.2, 2.0  # seconds between attempts to reach a stopped engine
 FRESH_RUN_FILE = 5.0  # seconds a shell-written run.json may wait for its container
 PROGRESS_EVERY = 0.25  # seconds between image.pull progress events of one layer
@@ -108,94 +107,6 @@ class Tracker:
         self.id = self.container = self.port = None
 
 
-def _record(raw: dict[str, Any]) -> rules.ContainerRecord:
-    names = raw.get("Names") or []
-    return rules.ContainerRecord(
-        id=raw["Id"],
-        name=names[0].lstrip("/") if names else raw["Id"][:12],
-        image_id=raw.get("ImageID") or "",
-        image=raw.get("Image") or "",
-        running=raw.get("State") == "running",
-        labels=raw.get("Labels") or {},
-    )
-
-
-def _image(raw: dict[str, Any]) -> rules.ImageRecord:
-    tags = [t for t in raw.get("RepoTags") or [] if t != "<none>:<none>"]
-    digests = [d for d in raw.get("RepoDigests") or [] if d != "<none>@<none>"]
-    return rules.ImageRecord(raw["Id"], tags, digests, raw.get("Size") or 0)
-
-
-def _workspace_of(attrs: dict[str, Any]) -> str | None:
-    for mount in attrs.get("Mounts") or []:
-        if mount.get("Destination") == WORKSPACE:
-            return mount.get("Source")
-    return None
-
-
-def _project_of(attrs: dict[str, Any]) -> str | None:
-    labels = (attrs.get("Config") or {}).get("Labels") or attrs.get("Labels") or {}
-    return labels.get(rules.PROJECT_LABEL) or _workspace_of(attrs)
-
-
-def _port_of(attrs: dict[str, Any]) -> int | None:
-    bindings = (attrs.get("HostConfig") or {}).get("PortBindings") or {}
-    for binds in bindings.values():
-        for bind in binds or []:
-            if bind.get("HostPort"):
-                return int(bind["HostPort"])
-    return None
-
-
-def _published_ports(containers: list[dict[str, Any]]) -> set[int]:
-    return {
-        p["PublicPort"] for c in containers for p in c.get("Ports") or [] if p.get("PublicPort")
-    }
-
-
-def _bound_locally(port: int) -> bool:
-    """Does a listener already hold `port` on this machine? (the engine's own view misses them)"""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            return True
-    return False
-
-
-def _info(attrs: dict[str, Any]) -> RunInfo:
-    state = attrs.get("State") or {}
-    running = state.get("Running", False)
-    labels = (attrs.get("Config") or {}).get("Labels") or {}
-    started = state.get("StartedAt") or None
-    if started and started.startswith("0001-"):
-        started = None
-    return RunInfo(
-        project=_project_of(attrs),
-        container=attrs["Name"].lstrip("/"),
-        id=attrs["Id"],
-        image=(attrs.get("Config") or {}).get("Image") or "",
-        state=state.get("Status") or "unknown",
-        started_at=_engine_time(started) if started else None,
-        port=_port_of(attrs),
-        exit_code=None if running else state.get("ExitCode"),
-        managed=rules.is_managed(labels),
-    )
-
-
-def _engine_time(text: str) -> str:
-    """The engine's nanosecond RFC 3339 (`...05.123456789Z`) as lokid's millisecond ISO."""
-    head, _, frac = text.rstrip("Z").partition(".")
-    return iso(parse_iso(f"{head}.{(frac or '0')[:6]}Z"))
-
-
-def _inspect(client: docker.DockerClient, ref: str) -> dict[str, Any] | None:
-    try:
-        return client.api.inspect_container(ref)
-    except docker.errors.NotFound:
-        return None
-
-
 class Runs:
     def __init__(self, daemon: Daemon, config: RunConfig) -> None:
         self.daemon = daemon
@@ -226,20 +137,23 @@ class Runs:
 
     def _belongs(self, attrs: dict[str, Any], path: str) -> bool:
         """A container is project X's only by its name, its label or its workspace mount."""
-        return attrs["Name"].lstrip("/") == rules.container_name(path) or _project_of(attrs) == path
+        return (
+            attrs["Name"].lstrip("/") == rules.container_name(path)
+            or records.project_of(attrs) == path
+        )
 
     def _find(self, client: docker.DockerClient, path: str) -> list[dict[str, Any]]:
         """The project's containers: run.json's, else the recomputed name's, else by label."""
         found: dict[str, dict[str, Any]] = {}
         run = registry.read_run_file(path)
         for ref in (run.container if run else None, rules.container_name(path)):
-            attrs = _inspect(client, ref) if ref else None
+            attrs = records.inspect(client, ref) if ref else None
             if attrs is not None and self._belongs(attrs, path):
                 found[attrs["Id"]] = attrs
         label = f"{rules.PROJECT_LABEL}={path}"
         for raw in client.api.containers(all=True, filters={"label": label}):
             if raw["Id"] not in found:
-                attrs = _inspect(client, raw["Id"])
+                attrs = records.inspect(client, raw["Id"])
                 if attrs is not None:
                     found[attrs["Id"]] = attrs
         return list(found.values())
@@ -285,7 +199,7 @@ class Runs:
         repository = rules.parse_reference(image).repository
 
         def plan(client: docker.DockerClient) -> rules.PrunePlan:
-            images = [_image(i) for i in client.api.images()]
+            images = [records.image(i) for i in client.api.images()]
             used = {c.get("ImageID") for c in client.api.containers(all=True)}
             return rules.select_prune(images, repository, keep_id, used)
 
@@ -294,7 +208,9 @@ class Runs:
         failed: list[FailedRemoval] = []
         for record in chosen.remove:
             try:
-                await self.engine.call(lambda c, r=record: _remove_image(c, r), "remove image")
+                await self.engine.call(
+                    lambda c, r=record: records.remove_image(c, r), "remove image"
+                )
                 removed.append(RemovedImage(record.id, record.tags or record.digests, record.size))
             except (NotFound, Conflict, Unavailable) as exc:
                 failed.append(FailedRemoval(record.id, exc.message))
@@ -322,7 +238,7 @@ class Runs:
         except (Unavailable, NotFound) as exc:
             if not self.engine.up:
                 raise
-            present = await self.engine.call(lambda c: _image_present(c, ref))
+            present = await self.engine.call(lambda c: records.image_present(c, ref))
             if not present:
                 raise
             self.warn(path, f"pull of {ref} failed, using the local image: {exc.message}", warnings)
@@ -363,7 +279,7 @@ class Runs:
         """Pull and prune unless pulling is off; True when a pull succeeded."""
         if rules.pull_enabled(self.config.pull, params.pull):
             return await self._pull_for_start(ref, path, warnings)
-        if not await self.engine.call(lambda c: _image_present(c, ref)):
+        if not await self.engine.call(lambda c: records.image_present(c, ref)):
             raise NotFound(f"image {ref} is not present locally and pulling is off")
         return False
 
@@ -380,10 +296,12 @@ class Runs:
         # The engine lists published ports only when a network carries them; lokid's own
         # runs and the starts still in flight hold theirs regardless.
         tracked = {t.port for p in self.daemon.projects if (t := p.areas.get("runs")) and t.port}
-        busy = _published_ports(containers) | self._reserved | tracked
+        busy = records.published_ports(containers) | self._reserved | tracked
 
         def probe() -> set[int]:
-            return {p for p in rules.dashboard_ports() if p not in busy and _bound_locally(p)}
+            return {
+                p for p in rules.dashboard_ports() if p not in busy and records.bound_locally(p)
+            }
 
         busy |= await trio.to_thread.run_sync(probe)
         port = rules.pick_port(busy)
@@ -413,11 +331,11 @@ class Runs:
         secrets = [v for k, v in env.items() if k in SECRET_VARS and v]
 
         def create(client: docker.DockerClient) -> dict[str, Any]:
-            stale = _inspect(client, name)
+            stale = records.inspect(client, name)
             if stale is not None and not stale["State"].get("Running"):
                 client.api.remove_container(stale["Id"], force=True)
             host_config = client.api.create_host_config(
-                mounts=[docker.types.Mount(WORKSPACE, path, type="bind", read_only=False)],
+                mounts=[docker.types.Mount(records.WORKSPACE, path, type="bind", read_only=False)],
                 port_bindings={port: port} if port else None,
             )
             created = client.api.create_container(
@@ -426,7 +344,7 @@ class Runs:
                 name=name,
                 labels=rules.managed_labels(path),
                 environment=env,
-                working_dir=WORKSPACE,
+                working_dir=records.WORKSPACE,
                 ports=[port] if port else None,
                 host_config=host_config,
                 detach=True,
@@ -451,7 +369,7 @@ class Runs:
         pulled: bool,
         warnings: list[str],
     ) -> RunStartResult:
-        info = _info(attrs)
+        info = records.info(attrs)
         started_at = info.started_at or iso(time.time())
         tracker.id, tracker.container, tracker.port = info.id, info.container, port
         if port is not None:
@@ -483,16 +401,16 @@ class Runs:
         repository = rules.parse_reference(self.config.image).repository
 
         def select(client: docker.DockerClient) -> list[dict[str, Any]]:
-            images = [_image(i) for i in client.api.images()]
+            images = [records.image(i) for i in client.api.images()]
             ids = {i.id for i in images if rules.belongs_to(i, repository)}
-            records = [_record(c) for c in client.api.containers(all=True)]
-            chosen = rules.select_stop_all(records, repository, ids)
-            return [a for r in chosen if (a := _inspect(client, r.id)) is not None]
+            listed = [records.record(c) for c in client.api.containers(all=True)]
+            chosen = rules.select_stop_all(listed, repository, ids)
+            return [a for r in chosen if (a := records.inspect(client, r.id)) is not None]
 
         found = await self.engine.call(select, "list containers")
         by_project: dict[str, list[dict[str, Any]]] = {}
         for attrs in found:
-            by_project.setdefault(_project_of(attrs) or "", []).append(attrs)
+            by_project.setdefault(records.project_of(attrs) or "", []).append(attrs)
         stopped: list[str] = []
         removed: list[str] = []
         for path, group in by_project.items():
@@ -520,7 +438,7 @@ class Runs:
             was_running = (attrs.get("State") or {}).get("Running", False)
             try:
                 await self.engine.call(
-                    lambda c, a=attrs: _stop_remove(c, a["Id"], timeout), f"stop {name}"
+                    lambda c, a=attrs: records.stop_remove(c, a["Id"], timeout), f"stop {name}"
                 )
             except LokidError as exc:
                 errors.append(exc)  # one that refuses does not spare the others
@@ -542,17 +460,21 @@ class Runs:
         found = await self.engine.call(lambda c: self._find(c, project.path), "find run")
         if not found:
             return None
-        return _info(max(found, key=lambda a: (a["State"].get("Running", False), a["Created"])))
+        return records.info(
+            max(found, key=lambda a: (a["State"].get("Running", False), a["Created"]))
+        )
 
-    async def list(self) -> list[RunInfo]:
+    async def list_runs(self) -> list[RunInfo]:
         repository = rules.parse_reference(self.config.image).repository
 
         def collect(client: docker.DockerClient) -> list[RunInfo]:
-            images = [_image(i) for i in client.api.images()]
+            images = [records.image(i) for i in client.api.images()]
             ids = {i.id for i in images if rules.belongs_to(i, repository)}
-            records = [_record(c) for c in client.api.containers(all=True)]
-            chosen = rules.select_stop_all(records, repository, ids)
-            return [_info(a) for r in chosen if (a := _inspect(client, r.id)) is not None]
+            listed = [records.record(c) for c in client.api.containers(all=True)]
+            chosen = rules.select_stop_all(listed, repository, ids)
+            return [
+                records.info(a) for r in chosen if (a := records.inspect(client, r.id)) is not None
+            ]
 
         runs = await self.engine.call(collect, "list containers")
         return sorted(runs, key=lambda r: (r.project or "", r.container))
@@ -685,17 +607,17 @@ class Runs:
         def survey(client: docker.DockerClient) -> list[dict[str, Any]]:
             label = f"{rules.MANAGED_LABEL}={rules.MANAGED_VALUE}"
             raws = client.api.containers(all=True, filters={"label": label})
-            return [a for r in raws if (a := _inspect(client, r["Id"])) is not None]
+            return [a for r in raws if (a := records.inspect(client, r["Id"])) is not None]
 
         managed = await self.engine.call(survey, "list containers")
         running: set[str] = set()
         for attrs in managed:
-            path = _project_of(attrs)
+            path = records.project_of(attrs)
             if not path or not (attrs.get("State") or {}).get("Running"):
                 continue
             running.add(path)
             await self._adopt(path, attrs)
-        candidates = {p for a in managed if (p := _project_of(a))}
+        candidates = {p for a in managed if (p := records.project_of(a))}
         candidates |= {p.path for p in self.daemon.projects}
         entries = await self._files(registry.registry_entries)
         candidates |= {e["path"] for e in entries if e.get("status") == "running" and e.get("path")}
@@ -713,11 +635,11 @@ class Runs:
             if tracker.id == attrs["Id"]:
                 return
             # It may have died since the survey, its exit handled already: look again.
-            now = await self.engine.call(lambda c: _inspect(c, attrs["Id"]), "inspect")
+            now = await self.engine.call(lambda c: records.inspect(c, attrs["Id"]), "inspect")
             if now is None or not now["State"].get("Running"):
                 return
             tracker.id, tracker.container = attrs["Id"], attrs["Name"].lstrip("/")
-            tracker.port = _port_of(attrs)
+            tracker.port = records.port_of(attrs)
         log.info("adopted %s of %s", tracker.container, path)
         self.publish("run.adopted", path, {"container": tracker.container, "id": attrs["Id"]})
 
@@ -728,7 +650,7 @@ class Runs:
             run = await self._files(registry.read_run_file, path)
         if run is None:
             return
-        attrs = await self.engine.call(lambda c: _inspect(c, run.container), "inspect")
+        attrs = await self.engine.call(lambda c: records.inspect(c, run.container), "inspect")
         if attrs is not None and (attrs.get("State") or {}).get("Running"):
             return
         project = self.daemon.projects.known(path)
@@ -745,35 +667,6 @@ def _young(started_at: str, now: float) -> float:
         return max(0.0, FRESH_RUN_FILE - (now - parse_iso(started_at)))
     except ValueError:
         return 0.0
-
-
-def _image_present(client: docker.DockerClient, ref: str) -> bool:
-    try:
-        client.api.inspect_image(ref)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
-
-
-def _remove_image(client: docker.DockerClient, record: rules.ImageRecord) -> None:
-    """Untag each of the repository's tags, then the image itself (a dangling one has none)."""
-    for tag in record.tags:
-        with contextlib.suppress(docker.errors.NotFound):
-            client.api.remove_image(tag)
-    with contextlib.suppress(docker.errors.NotFound):  # the last untag may have removed it
-        client.api.remove_image(record.id)
-
-
-def _stop_remove(client: docker.DockerClient, container_id: str, timeout: float) -> None:
-    """Stop then remove; a container already gone (or being removed, `--rm`) counts as done."""
-    try:
-        client.api.stop(container_id, timeout=round(timeout))
-        client.api.remove_container(container_id, force=True)
-    except docker.errors.NotFound:
-        pass
-    except docker.errors.APIError as exc:
-        if exc.status_code != 409 or "already in progress" not in str(exc):
-            raise
 
 
 _RUNS: dict[int, Runs] = {}

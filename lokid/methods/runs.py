@@ -79,7 +79,7 @@ async def run_status(call: Call, params: ProjectParams) -> RunStatusResult:
 
 @router.method("run.list", Empty)
 async def run_list(call: Call, params: Empty) -> RunListResult:
-    return RunListResult(await runs_of(call.daemon).list())
+    return RunListResult(await runs_of(call.daemon).list_runs())
 
 
 @router.method("run.logs", RunLogsParams)
