@@ -1,0 +1,105 @@
+// The client module against a real lokid: requests, out-of-order replies, errors,
+// cancellation, events, and reconnect with resubscription after a restart.
+import assert from "node:assert/strict";
+import * as path from "node:path";
+import { after, before, test } from "node:test";
+import { defaultSocketPath, LokidClient, LokidError } from "../src/client";
+import { LokidEvent } from "../src/wire";
+import { cleanup, Lokid, project, waitFor } from "./helpers";
+
+let root: string;
+let lokid: Lokid;
+
+before(async () => {
+  root = Lokid.tmp();
+  lokid = await new Lokid(root).start();
+});
+
+after(async () => {
+  lokid.kill();
+  cleanup(root);
+});
+
+test("socket path resolution matches lokictl", () => {
+  assert.equal(defaultSocketPath("/x.sock", { LOKID_SOCKET: "/y" }, "linux", 7), "/x.sock");
+  assert.equal(defaultSocketPath(null, { LOKID_SOCKET: "/y", XDG_RUNTIME_DIR: "/r" }, "linux", 7), "/y");
+  assert.equal(defaultSocketPath(null, { XDG_RUNTIME_DIR: "/run/user/7" }, "linux", 7), "/run/user/7/lokid/lokid.sock");
+  assert.equal(defaultSocketPath(null, {}, "linux", 7), "/tmp/lokid-7/lokid.sock");
+  assert.match(defaultSocketPath(null, { XDG_RUNTIME_DIR: "/r" }, "darwin", 7), /Library\/Application Support\/lokid\/lokid.sock$/);
+});
+
+test("hello on connect, capabilities, concurrent requests answered out of order", async () => {
+  const c = new LokidClient({ socketPath: lokid.socket });
+  try {
+    const slow = c.request("debug.sleep", { seconds: 0.3 });
+    const order: string[] = [];
+    slow.then(() => order.push("slow"));
+    const ping = await c.request("ping");
+    order.push("ping");
+    assert.match(ping.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.equal(c.server?.server, "lokid");
+    assert.ok(c.capabilities.has("queue.enqueue"));
+    await slow;
+    assert.deepEqual(order, ["ping", "slow"]);
+  } finally {
+    c.close();
+  }
+});
+
+test("error replies reject with the code; a cancelled request answers cancelled", async () => {
+  const c = new LokidClient({ socketPath: lokid.socket });
+  const p = project(root, "errs");
+  try {
+    await assert.rejects(c.request("queue.get", { project: p, id: "nope" }), (e: LokidError) => e.code === "not_found");
+    await assert.rejects(c.request("ping", { bogus: 1 }), (e: LokidError) => e.code === "invalid_params");
+    await assert.rejects(c.request("no.such"), (e: LokidError) => e.code === "method_not_found");
+    const ac = new AbortController();
+    const sleeping = c.request("debug.sleep", { seconds: 30 }, { signal: ac.signal });
+    setImmediate(() => ac.abort());
+    await assert.rejects(sleeping, (e: LokidError) => e.code === "cancelled");
+  } finally {
+    c.close();
+  }
+});
+
+test("no daemon: requests reject with unavailable at once", async () => {
+  const c = new LokidClient({ socketPath: path.join(root, "nobody.sock") });
+  await assert.rejects(c.request("ping"), (e: LokidError) => e.code === "unavailable" && /not running/.test(e.message));
+  c.close();
+});
+
+test("events arrive for a subscription, and again after lokid restarts", async () => {
+  const p = project(root, "events");
+  const c = new LokidClient({ socketPath: lokid.socket, backoffMinMs: 20, backoffMaxMs: 200 });
+  const other = new LokidClient({ socketPath: lokid.socket });
+  const seen: LokidEvent[] = [];
+  let subscribed = 0;
+  const states: string[] = [];
+  c.on("disconnected", () => states.push("disconnected"));
+  c.on("reconnected", () => states.push("reconnected"));
+  try {
+    c.subscribe(["queue.*"], p, (ev) => seen.push(ev), () => subscribed++);
+    await waitFor("subscribed", () => subscribed === 1);
+    await other.request("queue.enqueue", { project: p, task: { id: "a", type: "eng", payload: { n: 1 } } });
+    const ev = await waitFor("queue.enqueued", () => seen.find((e) => e.topic === "queue.enqueued"));
+    assert.equal(ev.project, p);
+    assert.equal(ev.seq, 1);
+    assert.deepEqual(ev.data, { id: "a", type: "eng", priority: 5 });
+
+    other.close();
+    await lokid.stop();
+    await waitFor("disconnected", () => states.includes("disconnected"));
+    await assert.rejects(c.request("ping"), (e: LokidError) => e.code === "unavailable");
+    lokid = await new Lokid(root).start();
+    await waitFor("reconnected and resubscribed", () => states.includes("reconnected") && subscribed === 2, 15000);
+    assert.deepEqual(states, ["disconnected", "reconnected"]);
+    const again = new LokidClient({ socketPath: lokid.socket });
+    await again.request("queue.enqueue", { project: p, task: { id: "b", type: "eng", payload: { n: 2 } } });
+    again.close();
+    const evB = await waitFor("event after restart", () => seen.find((e) => e.data?.id === "b"));
+    assert.equal(evB.seq, 1, "a fresh subscription counts from 1");
+  } finally {
+    c.close();
+    other.close();
+  }
+});
