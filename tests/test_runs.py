@@ -509,6 +509,13 @@ def test_logs_follow_ends_on_cancel(engine, lokid, tmp_short):
     engine.publish()
     path = project(tmp_short, "app")
     start(lokid, path)
+
+    def printed_build() -> bool:
+        return any(
+            x.startswith("build:") for x in lokid.call("run.logs", {"project": path})["lines"]
+        )
+
+    wait_until(printed_build, 10, "the container's second line")
     with Client.connect(lokid.socket) as client:
         msgid = client.send("run.logs", {"project": path, "follow": True, "tail": 1})
         assert client.next_event(timeout=20)["data"]["line"].startswith("build:")
