@@ -17,6 +17,7 @@ from lokid.service.activation import ActivationError, open_listener
 from lokid.service.notify import Notifier
 from lokid.service.supervise import supervised
 from lokid.settings import Settings, env_default
+from lokid.watch.area import with_watch
 
 log = logging.getLogger("lokid")
 
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             shutdown_grace=args.shutdown_grace,
             spin_us=args.spin_us,
             outbox_limit=int(env_default("OUTBOX_LIMIT", str(4 * 1024 * 1024))),
+            watch_step_ms=int(env_default("WATCH_STEP_MS", "5")),
+            watch_debounce_ms=int(env_default("WATCH_DEBOUNCE_MS", "200")),
+            stop_grace=float(env_default("STOP_GRACE", "10")),
         )
         listener = open_listener(settings.socket, args.idle_exit)
     except (UnsafePath, AlreadyRunning, ActivationError) as exc:
@@ -117,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_daemon(settings: Settings) -> Daemon:
-    return runs.with_runs(queue.with_queues(Daemon(settings, build_router())))
+    return with_watch(runs.with_runs(queue.with_queues(Daemon(settings, build_router()))))
 
 
 if __name__ == "__main__":

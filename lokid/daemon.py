@@ -33,6 +33,7 @@ from lokid.settings import Settings
 if TYPE_CHECKING:
     from lokid.queues import QueueArea
     from lokid.server.connection import Connection
+    from lokid.watch.area import WatchArea
 
 log = logging.getLogger("lokid.daemon")
 
@@ -46,7 +47,9 @@ class Daemon:
         self.version = __version__
         self.pid = os.getpid()
         self.hub = Hub(encode_message)
-        self.projects = Projects()
+        self.projects = Projects(settings.state_dir / "projects.json")
+        self.projects.restore()
+        self.hub.observers.append(self._remember)
         self.connections: set[Connection] = set()
         self.started = time.monotonic()
         self.services: list[Service] = []
@@ -61,7 +64,15 @@ class Daemon:
         self._stop = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.queues: QueueArea  # set by lokid.methods.queue.with_queues
+        self.watch: WatchArea  # set by lokid.watch.area.with_watch
         self._spawn_later: list[tuple[Callable[..., Awaitable[None]], tuple[object, ...]]] = []
+
+    def _remember(self, topic: str, project: str | None, time: str, data: object) -> None:
+        """Keep each project's last events for `project.status`."""
+        if project is not None:
+            known = self.projects.known(project)
+            if known is not None:
+                known.recent.append({"topic": topic, "time": time, "data": data})
 
     def spawn(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
         """Run background work for the daemon's life (e.g. a project's view writer)."""

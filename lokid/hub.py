@@ -59,6 +59,8 @@ class Hub:
         self._ids = itertools.count(1)
         self._by_conn: dict[int, set[int]] = {}
         self.published = 0
+        # Called with (topic, project, time, data) for every event, subscribers or not.
+        self.observers: list[Callable[[str, str | None, str, Any], None]] = []
 
     def subscribe(self, conn: Connection, topics: list[str], project: str | None) -> Subscription:
         sub = Subscription(next(self._ids), conn, topics, project)
@@ -89,9 +91,11 @@ class Hub:
         self.published += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("event %s project=%s", topic, project)
-        if not self._subs:
+        if not self._subs and not self.observers:
             return
         now = iso(time.time())
+        for observer in self.observers:
+            observer(topic, project, now, data)
         for sub in list(self._subs.values()):
             if sub.wants(topic, project):
                 self._deliver(sub, topic, project, now, data)

@@ -150,6 +150,18 @@ class QueueArea:
             if when is not None:
                 self._next_look = min(self._next_look, when)
 
+    def forget(self, project: Project) -> None:
+        """The project's folder went away: close its queue (the next use reopens it)."""
+        queue = self._queues.pop(project.path, None)
+        views = self._views.pop(project.path, None)
+        project.areas.pop("queue", None)
+        if views is not None:
+            views.close()
+            views.retire()
+        if queue is not None:
+            queue.store.close()
+            log.info("closed the queue of %s", project.path)
+
     def idle(self) -> bool:
         return all(queue.idle() for queue in self._queues.values())
 

@@ -33,6 +33,13 @@ class Settings(msgspec.Struct, kw_only=True):
     completed_keep: int = 500
     # Quiet time that coalesces a burst of queue changes into one view rewrite.
     view_delay: float = 0.05
+    # watchfiles: a batch of changes is handed over after `step` ms without a new one,
+    # or after `debounce` ms at most while changes keep coming.
+    watch_step_ms: int = 5
+    watch_debounce_ms: int = 200
+    # After .loki/STOP appears, how long Loki Mode inside the container gets to exit
+    # by itself before lokid stops the run.
+    stop_grace: float = 10.0
 
 
 def env_default(name: str, default: str, env: Mapping[str, str] | None = None) -> str:

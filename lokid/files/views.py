@@ -67,6 +67,7 @@ class ViewWriter:
         self._cost = 0.0
         self._busy = 0.0
         self.own_writes: dict[Path, tuple[int, int, int]] = {}
+        self._retired = False
         self.writes = 0
 
     def mark(self, states: set[str] | frozenset[str] | list[str]) -> None:
@@ -80,9 +81,16 @@ class ViewWriter:
         except OSError:
             return False
 
+    def retire(self) -> None:
+        """Stop after the current write (the project went away)."""
+        self._retired = True
+        self._wake.set()
+
     async def run(self) -> None:
-        while True:
+        while not self._retired:
             await self._wake.wait()
+            if self._retired:
+                return
             self._wake = trio.Event()
             await trio.sleep(max(self.delay, self._cost * DUTY))
             dirty, self._dirty = self._dirty, set()
@@ -108,6 +116,8 @@ class ViewWriter:
 
     def _write(self, dirty: set[str], breakers: bytes | None) -> set[str]:
         """Write each dirty view on its own; returns those that must be tried again."""
+        if not self.loki.parent.is_dir():
+            return dirty  # the project folder is gone: never recreate it, wait for it
         failed: set[str] = set()
         for state in VIEW_FILES:
             if state in dirty:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from lokid.files import signals
 from lokid.files.decisions import append_dlq_decision
 from lokid.queue import Queue
 from lokid.queues import QueueArea
@@ -71,7 +72,14 @@ def enqueue_many(call: Call, p: EnqueueManyParams) -> EnqueueManyResult:
 
 @router.method("queue.claim", ClaimParams)
 def claim(call: Call, p: ClaimParams) -> ClaimResult:
-    return _queue(call, p.project).claim(p.agent, p.capabilities, p.lease)
+    queue = _queue(call, p.project)
+    loki = call.daemon.projects.get(p.project).loki
+    # Read from disk, not from the watcher's last news: never a claim after STOP/PAUSE.
+    if signals.is_stopping(loki):
+        return ClaimResult(task=None, stopped=True)
+    if signals.is_paused(loki):
+        return ClaimResult(task=None, paused=True)
+    return queue.claim(p.agent, p.capabilities, p.lease)
 
 
 @router.method("queue.heartbeat", HeartbeatParams)

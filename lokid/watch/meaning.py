@@ -1,0 +1,77 @@
+"""What a changed path under `.loki/` means. Pure: a relative path in, a kind out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Kind(Enum):
+    STOP = "stop"
+    PAUSE = "pause"
+    PAUSE_AT_CHECKPOINT = "pause-at-checkpoint"
+    SIGNAL = "signal"  # .loki/signals/<NAME>
+    PENDING = "pending"  # queue/pending.json
+    BREAKER_CONFIG = "breaker-config"
+    PRD = "prd"  # generated-prd.md or state/prd-signature.json
+    RUN_FILE = "run-file"  # docker/run.json
+    EVENTS_LOG = "events-log"  # events.jsonl
+    DASHBOARD = "dashboard"  # dashboard-state.json
+    FOLDER = "folder"  # a folder that holds any of the above, e.g. config/ or signals/
+
+
+_EXACT = {
+    ("STOP",): Kind.STOP,
+    ("PAUSE",): Kind.PAUSE,
+    ("PAUSE_AT_CHECKPOINT",): Kind.PAUSE_AT_CHECKPOINT,
+    ("queue", "pending.json"): Kind.PENDING,
+    ("config", "circuit-breakers.yaml"): Kind.BREAKER_CONFIG,
+    ("generated-prd.md",): Kind.PRD,
+    ("state", "prd-signature.json"): Kind.PRD,
+    ("docker", "run.json"): Kind.RUN_FILE,
+    ("events.jsonl",): Kind.EVENTS_LOG,
+    ("dashboard-state.json",): Kind.DASHBOARD,
+}
+
+
+# Folders whose files matter. inotify only watches a new folder once told it exists,
+# so a file written into it at once is never reported: its creation means "look inside".
+FOLDERS = frozenset(parts[0] for parts in _EXACT if len(parts) > 1) | {"signals"}
+
+
+@dataclass(frozen=True, slots=True)
+class Meaning:
+    kind: Kind
+    name: str | None = None  # the signal's file name, for Kind.SIGNAL
+
+
+def classify(parts: tuple[str, ...]) -> Meaning | None:
+    """`parts` is the path relative to `.loki/`, split; None for paths lokid ignores."""
+    kind = _EXACT.get(parts)
+    if kind is not None:
+        return Meaning(kind)
+    if len(parts) == 2 and parts[0] == "signals" and _plain(parts[1]):
+        return Meaning(Kind.SIGNAL, parts[1])
+    if len(parts) == 1 and parts[0] in FOLDERS:
+        return Meaning(Kind.FOLDER, parts[0])
+    return None
+
+
+def inside(folder: str, names: list[str]) -> list[tuple[tuple[str, ...], Meaning]]:
+    """What the files now in `folder` mean (for a folder that just appeared)."""
+    out = []
+    for name in sorted(names):
+        meaning = classify((folder, name))
+        if meaning is not None and meaning.kind is not Kind.FOLDER:
+            out.append(((folder, name), meaning))
+    return out
+
+
+def _plain(name: str) -> bool:
+    """Signal files, not editors' and tools' temporary files beside them."""
+    return not (name.startswith(".") or name.endswith(("~", ".tmp", ".swp", ".lock")))
+
+
+def signal_topic(name: str) -> str:
+    """`BUDGET_EXCEEDED` -> `signal.budget-exceeded` (events are area.verb, lower case)."""
+    return "signal." + name.removesuffix(".json").lower().replace("_", "-")
