@@ -13,6 +13,10 @@ have dockerd || [ -x /usr/sbin/dockerd ] || need+=(docker.io)
 have docker-registry || need+=(docker-registry)
 # (static: it is the whole image; Debian's plain busybox needs the host's libc)
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
+# The editor tests: a headless Neovim (Debian's is 0.7+), Node and npm for the VS Code extension.
+have nvim || need+=(neovim)
+have node || need+=(nodejs)
+have npm || need+=(npm)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if have apt-get && [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${need[*]}"
