@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -270,3 +272,30 @@ def test_project_status_gathers_everything(lokid, project, watched):
     assert status["signals"] == ["DOCS_NEEDED"]
     assert (status["paused"], status["stopping"], status["missing"]) == (False, False, False)
     assert [e["topic"] for e in status["events"]][-1] == "signal.docs-needed"
+
+
+def test_lokictl_project_commands_and_status(lokid, project):
+    env = {**os.environ, "LOKID_SOCKET": str(lokid.socket), "PWD": str(project)}
+
+    def ctl(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "lokictl", "--no-spawn", *args],
+            env=env,
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert ctl("project", "add").startswith(f"watching {project}")
+    assert ctl("pause").strip() == "paused"
+    status = json.loads(ctl("--json", "status"))
+    assert status["project"]["paused"] is True and status["project"]["path"] == str(project)
+    text = ctl("status")
+    assert f"project {project}  [paused]" in text and "breakers: all closed" in text
+    assert ctl("resume").strip() == "resumed"
+    assert not (project / ".loki" / "PAUSE").exists()
+    assert str(project) in ctl("project", "list")
+    assert ctl("project", "remove").strip() == "removed"

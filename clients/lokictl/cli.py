@@ -13,6 +13,12 @@ from typing import Any
 import msgspec
 
 from lokictl._client import Client, DaemonError, NotRunning, ProtocolError
+from lokictl._project_cli import (
+    PROJECT_COMMANDS,
+    add_project_commands,
+    project_path,
+    project_status_text,
+)
 from lokictl._queue_cli import QUEUE_COMMANDS, add_queue_commands
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_LOST = 1, 2, 3, 4
@@ -49,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lokictl", parents=[_common(True)])
     common = _common(False)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", parents=[common], help="daemon status")
+    status = sub.add_parser("status", parents=[common], help="daemon and project status")
+    status.add_argument("--project", help="the project folder (default: $PWD if it has .loki/)")
     sub.add_parser("ping", parents=[common], help="round trip to the daemon")
     events = sub.add_parser("events", parents=[common], help="print events until ^C")
     events.add_argument("topics", nargs="*", default=["*"], help="topic globs (default *)")
@@ -60,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     daemon_sub.add_parser("stop", parents=[common], help="stop lokid")
     _add_run_commands(sub, common)
     add_queue_commands(sub, common)
+    add_project_commands(sub, common)
     return parser
 
 
@@ -75,12 +83,18 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    """The daemon, and the project when run inside one (a folder with .loki/)."""
     st = client.call("daemon.status")
     projects = ", ".join(st["projects"]) or "none"
     text = (
         f"lokid {st['version']} (pid {st['pid']}), up {_duration(st['uptime_s'])}\n"
         f"connections: {st['connections']}\nprojects: {projects}"
     )
+    path = project_path(args)
+    if args.project or os.path.isdir(os.path.join(path, ".loki")):
+        project = client.call("project.status", {"project": path})
+        st = {"daemon": st, "project": project}
+        text += "\n\n" + project_status_text(project)
     _print(args, st, text)
     return 0
 
@@ -238,6 +252,7 @@ def cmd_image(client: Client, args: argparse.Namespace) -> int:
 
 COMMANDS.update(run=cmd_run, image=cmd_image)
 COMMANDS.update(QUEUE_COMMANDS)
+COMMANDS.update(PROJECT_COMMANDS)
 
 # -- end of container runs ------------------------------------------------------------------
 
