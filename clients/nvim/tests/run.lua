@@ -313,9 +313,6 @@ function cases.commands()
       return loki.statusline():find("^loki:paused") ~= nil
     end, 10)
     check(ok, "statusline paused: " .. loki.statusline() .. "\n" .. buf_text(status) .. "\n" .. buf_text(events))
-    wait("signal.pause event in the events buffer", function()
-      return buf_has(events, "signal.pause")
-    end)
     vim.cmd("Loki resume")
     wait("PAUSE removed", function()
       return vim.loop.fs_stat(P .. "/.loki/PAUSE") == nil
