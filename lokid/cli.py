@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             outbox_limit=int(env_default("OUTBOX_LIMIT", str(4 * 1024 * 1024))),
             watch_step_ms=int(env_default("WATCH_STEP_MS", "5")),
             watch_debounce_ms=int(env_default("WATCH_DEBOUNCE_MS", "200")),
-            stop_grace=float(env_default("STOP_GRACE", "10")),
+            stop_signal_grace=float(env_default("STOP_SIGNAL_GRACE", "10")),
         )
         listener = open_listener(settings.socket, args.idle_exit)
     except (UnsafePath, AlreadyRunning, ActivationError) as exc:

@@ -39,7 +39,7 @@ class Settings(msgspec.Struct, kw_only=True):
     watch_debounce_ms: int = 200
     # After .loki/STOP appears, how long Loki Mode inside the container gets to exit
     # by itself before lokid stops the run.
-    stop_grace: float = 10.0
+    stop_signal_grace: float = 10.0
 
 
 def env_default(name: str, default: str, env: Mapping[str, str] | None = None) -> str:

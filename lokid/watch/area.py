@@ -48,7 +48,7 @@ class WatchArea:
         settings = daemon.settings
         self.debounce_ms = settings.watch_debounce_ms
         self.step_ms = settings.watch_step_ms
-        self.stop_grace = settings.stop_grace
+        self.stop_signal_grace = settings.stop_signal_grace
         self._restart = trio.Event()
         self._tails: dict[str, Tail] = {}
         self._seen: dict[str, tuple[bool, bool]] = {}  # path -> (exists, has .loki)
@@ -242,7 +242,7 @@ class WatchArea:
             return
         self._stopping_runs.add(project.path)
         try:
-            await trio.sleep(self.stop_grace)
+            await trio.sleep(self.stop_signal_grace)
             runs = self._runs()
             if runs is None:
                 return
