@@ -103,6 +103,11 @@ def test_commands_buffers_live_refresh_and_notifications(tmp_short: Path, projec
     assert "ok commands" in out
 
 
+def test_events_log_starts_with_the_projects_recent_events(lokid: Lokid, project: Path) -> None:
+    out = run_case("recent_events", lokid.socket, project)
+    assert "skipped" not in out, "lokid serves project.status since issue 6"
+
+
 def test_reconnects_after_lokid_restarts(tmp_short: Path, project: Path) -> None:
     daemon = Lokid(tmp_short).start()
     marker = tmp_short / "marker"

@@ -252,6 +252,25 @@ def vectors() -> list[dict[str, Any]]:
             "booleans, nil inside data",
         )
     )
+    v.append(
+        one(
+            "event run.log with sub 0",
+            "event",
+            [
+                2,
+                "event",
+                {
+                    "sub": 0,
+                    "seq": 1,
+                    "topic": "run.log",
+                    "project": P,
+                    "time": T,
+                    "data": {"id": 12, "container": "loki-0123456789ab", "line": "ready"},
+                },
+            ],
+            "run.logs with follow: lines to the requesting connection, no subscription",
+        )
+    )
     # -- streams ---------------------------------------------------------------------------
     a = msg([1, 9, None, {"sub": 1}])
     b = msg([2, "event", enqueued])

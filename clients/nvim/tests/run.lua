@@ -380,6 +380,26 @@ function cases.reconnect()
   end)
 end
 
+function cases.recent_events()
+  -- Events that happened before the editor looked come from project.status.
+  local loki = require("loki")
+  local P = loki.project()
+  call("queue.enqueue", { project = P, task = { id = "before", type = "eng", payload = { n = 1 } } })
+  vim.cmd("Loki events")
+  local c = loki.client()
+  wait("connected", function()
+    return c.state == "connected"
+  end)
+  if not c:has("project.status") then
+    log("project.status not served: skipped")
+    return
+  end
+  wait("earlier event in the log", function()
+    return buf_has("loki://events/" .. P, 'queue.enqueued {"id":"before"')
+      or buf_has("loki://events/" .. P, '"before"')
+  end)
+end
+
 function cases.no_daemon()
   -- No lokid: a command says so and the editor goes on.
   vim.cmd("Loki status")

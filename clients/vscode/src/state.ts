@@ -30,6 +30,7 @@ export interface Status {
   queue: Record<string, number> | null;
   breakers: Record<string, { state: string; failures?: number; forced?: boolean; reason?: string | null }>;
   dashboard?: { mode?: string; phase?: string; iteration?: number } | null;
+  events?: LokidEvent[];
   partial?: boolean; // put together without project.status
 }
 
@@ -148,6 +149,8 @@ export class ProjectState extends EventEmitter {
       ]);
       this.status = status;
       this.statusError = null;
+      // project.status carries the project's last events: the log starts with them.
+      if (!this.lastEvents.length && Array.isArray(status.events)) this.lastEvents = status.events.slice(-200);
       const tasks = {} as Record<TaskState, Task[]>;
       STATES.forEach((s, i) => {
         tasks[s] = lists[i].tasks;

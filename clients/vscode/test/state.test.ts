@@ -95,6 +95,22 @@ test("the model follows the project live and draws a tree and a status bar", asy
   }
 });
 
+test("the event log starts with the project's recent events", async () => {
+  const p = project(root, "recent");
+  const c = new LokidClient({ socketPath: lokid.socket });
+  try {
+    await c.request("queue.enqueue", { project: p, task: { id: "early", type: "eng", payload: { n: 1 } } });
+    const state = new ProjectState(c, p);
+    state.start();
+    await waitFor("first refresh", () => state.tasks !== null);
+    assert.ok(c.capabilities.has("project.status"), "lokid serves project.status (issue 6)");
+    assert.ok(state.lastEvents.some((e) => e.topic === "queue.enqueued" && e.data?.id === "early"));
+    state.stop();
+  } finally {
+    c.close();
+  }
+});
+
 test("a run.exited event is a notice", () => {
   const state = new ProjectState(new LokidClient({ socketPath: "/nonexistent" }), "/p");
   const notices: Notice[] = [];

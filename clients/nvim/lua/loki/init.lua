@@ -382,6 +382,8 @@ local function render_dlq(m)
   set_lines(buf, lines)
 end
 
+local event_line -- defined with the events below
+
 -- -- refresh, coalesced ---------------------------------------------------------------------
 
 local function refresh_now(m)
@@ -403,6 +405,19 @@ local function refresh_now(m)
       m.status_err = err_text(e)
     else
       m.status, m.status_err = st, nil
+      -- project.status carries the project's last events: the log starts with them.
+      local recent = val(st.events)
+      if #m.events == 0 and type(recent) == "table" then
+        for _, ev in ipairs(recent) do
+          table.insert(m.events, event_line(ev))
+        end
+        local ebuf = buf_for("events", m.path)
+        if ebuf and #m.events > 0 then
+          local lines = { "Loki events " .. m.path .. "   (live)" }
+          vim.list_extend(lines, m.events)
+          set_lines(ebuf, lines)
+        end
+      end
     end
     local buf = buf_for("status", m.path)
     if buf then
@@ -449,7 +464,7 @@ end
 
 -- -- events -------------------------------------------------------------------------------
 
-local function event_line(ev)
+function event_line(ev)
   local data = val(ev.data)
   local text = ""
   if data ~= nil then
