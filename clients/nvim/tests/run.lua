@@ -373,6 +373,11 @@ function cases.reconnect()
   wait("event after the restart", function()
     return buf_has(tasks, "t-after  eng")
   end)
+  -- setup() with another socket follows the same project there.
+  loki.setup({ socket = vim.env.LOKID_SOCKET })
+  wait("followed again after setup", function()
+    return m.subscribed == 3
+  end)
   check(count_noted("lokid connection lost") == 1, "said once: " .. vim.inspect(notes))
   check(count_noted("lokid reconnected") == 1, "said once")
   wait("statusline back", function()

@@ -26,8 +26,15 @@ end
 function M.setup(opts)
   M.config = vim.tbl_extend("force", M.config, opts or {})
   if client then
+    -- A new socket: drop the old connection and follow the same projects on the new one.
     client:close()
     client = nil
+    for _, m in pairs(projects) do
+      if m.sub then
+        m.sub = nil
+        M.watch(m.path)
+      end
+    end
   end
 end
 
