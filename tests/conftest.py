@@ -2,6 +2,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+
 from support import Lokid, short_tmpdir
 
 

@@ -100,3 +100,16 @@ class Lokid:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def lokictl(lokid: Lokid, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real `lokictl` against `lokid`, as a user would from `cwd`."""
+    env = {**os.environ, "LOKID_SOCKET": str(lokid.socket), "PWD": str(cwd)}
+    return subprocess.run(
+        [sys.executable, "-m", "lokictl", "--no-spawn", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )

@@ -61,6 +61,13 @@ class Harness:
     def claim(self, agent="a1", caps=("eng",), lease=None):
         return self.queue.claim(agent, list(caps), lease)
 
+    def fail_attempts(self, task_type: str, n: int, **task) -> None:
+        """`n` failed attempts of `task_type` (enough to open its breaker in these tests)."""
+        for _ in range(n):
+            task_id = self.add(type=task_type, maxRetries=9, **task)
+            self.claim(caps=[task_type])
+            self.queue.fail(task_id, "a1", "crash")
+
 
 @pytest.fixture
 def h(tmp_path) -> Harness:
@@ -336,10 +343,7 @@ def config(**overrides) -> BreakerConfigs:
 
 def test_an_open_breaker_skips_its_type(tmp_path):
     h = Harness(tmp_path, config())
-    for _ in range(2):
-        task_id = h.add(type="flaky", maxRetries=9, backoffSeconds=1)
-        h.claim(caps=["flaky"])
-        h.queue.fail(task_id, "a1", "crash")
+    h.fail_attempts("flaky", 2, backoffSeconds=1)
     assert "breaker.opened" in h.topics()
     h.clock.advance(30)  # past the backoff, not yet half-open
     h.add(type="flaky", priority=10)
@@ -363,10 +367,7 @@ def test_claim_reports_the_blocking_breaker(tmp_path):
 def test_half_open_gives_exactly_the_configured_probes_to_concurrent_claimers(tmp_path):
     cfg = config(flaky=BreakerSettings(half_open_requests=3))
     h = Harness(tmp_path, cfg)
-    for _ in range(2):
-        task_id = h.add(type="flaky", maxRetries=9, backoffSeconds=1)
-        h.claim(caps=["flaky"])
-        h.queue.fail(task_id, "a1", "crash")
+    h.fail_attempts("flaky", 2, backoffSeconds=1)
     for _ in range(6):
         h.add(type="flaky")
     h.clock.advance(61)
@@ -381,10 +382,7 @@ def test_half_open_gives_exactly_the_configured_probes_to_concurrent_claimers(tm
 
 def test_a_failed_probe_reopens_and_an_expired_probe_counts_as_failed(tmp_path):
     h = Harness(tmp_path, config())
-    for _ in range(2):
-        task_id = h.add(type="flaky", maxRetries=9, backoffSeconds=1)
-        h.claim(caps=["flaky"])
-        h.queue.fail(task_id, "a1", "crash")
+    h.fail_attempts("flaky", 2, backoffSeconds=1)
     h.clock.advance(61)
     probe = h.claim(caps=["flaky"], lease=5).task
     h.clock.advance(6)
@@ -418,10 +416,7 @@ def test_a_forced_breaker_stays_open_until_reset(tmp_path):
 
 def test_breaker_state_and_open_until_survive_a_restart(tmp_path):
     h = Harness(tmp_path, config())
-    for _ in range(2):
-        task_id = h.add(type="flaky", maxRetries=9)
-        h.claim(caps=["flaky"])
-        h.queue.fail(task_id, "a1", "crash")
+    h.fail_attempts("flaky", 2)
     before = h.claim(caps=["flaky"]).blocked["flaky"]
     queue = h.reopen()
     after = queue.claim("a2", ["flaky"], None).blocked["flaky"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lokictl import DaemonError
-from support import Lokid, wait_until
+from support import Lokid, lokictl, wait_until
 
 REPORT = {"decisionReport": {"why": "done"}}
 
@@ -273,17 +273,8 @@ def _count_lines(path: Path) -> int:
 
 
 def test_lokictl_queue_commands(lokid, project):
-    env = {**os.environ, "LOKID_SOCKET": str(lokid.socket), "PWD": str(project)}
-
     def ctl(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "lokictl", "--no-spawn", *args],
-            env=env,
-            cwd=project,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        return lokictl(lokid, project, *args)
 
     added = ctl("--json", "queue", "add", "eng", "--priority", "high", "--payload", '{"a":1}')
     task_id = json.loads(added.stdout)["id"]

@@ -4,14 +4,12 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from support import Lokid, wait_until
+from support import Lokid, lokictl, wait_until
 
 
 @pytest.fixture
@@ -275,17 +273,8 @@ def test_project_status_gathers_everything(lokid, project, watched):
 
 
 def test_lokictl_project_commands_and_status(lokid, project):
-    env = {**os.environ, "LOKID_SOCKET": str(lokid.socket), "PWD": str(project)}
-
     def ctl(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "lokictl", "--no-spawn", *args],
-            env=env,
-            cwd=project,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        done = lokictl(lokid, project, *args)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
