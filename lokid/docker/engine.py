@@ -95,8 +95,9 @@ class Engine:
         )
 
     def clean(self, text: str) -> str:
-        """Engine messages can echo what they were given; secrets never leave lokid."""
-        return redact(text, self.secrets)
+        """Engine messages can echo what they were given; secrets never leave lokid.
+        (As lokid.log does, values under 4 characters are not secrets worth mangling text.)"""
+        return redact(text, [v for v in self.secrets if len(v) >= 4])
 
     def translate(self, exc: docker.errors.APIError, what: str) -> LokidError:
         message = self.clean(f"{what}: {exc.explanation or exc}")
