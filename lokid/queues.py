@@ -112,8 +112,7 @@ class QueueArea:
         ok = queue.breakers.config is not before
         if ok:
             self.daemon.hub.publish("config.reloaded", project.path, {"source": str(CONFIG_PATH)})
-            with queue.transaction():
-                queue._touch(BREAKERS)
+            self._views[project.path].mark([BREAKERS])  # halfOpenAt may have moved
         return ok
 
     def reload_all(self) -> None:
