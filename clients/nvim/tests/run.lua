@@ -284,6 +284,23 @@ function cases.commands()
       and call("queue.get", { project = P, id = "t-dead" }).state == "pending"
   end)
 
+  -- dead again, and D deletes it for good
+  call("queue.claim", { project = P, agent = "a2", capabilities = { "qa" } })
+  call("queue.fail", { project = P, id = "t-dead", agent = "a2", error = "boom again" })
+  wait("dead again in the dlq buffer", function()
+    return buf_has(dlq, "t-dead  qa  retries 1  boom again")
+  end)
+  vim.api.nvim_set_current_win(vim.fn.bufwinid(dbuf))
+  for i, l in ipairs(vim.api.nvim_buf_get_lines(dbuf, 0, -1, false)) do
+    if l:find("t-dead", 1, true) then
+      vim.api.nvim_win_set_cursor(0, { i, 0 })
+    end
+  end
+  vim.api.nvim_feedkeys("D", "x", false)
+  wait("deleted", function()
+    return noted("deleted t%-dead") and buf_has(dlq, "(none)") and not buf_has(tasks, "t-dead")
+  end)
+
   -- breaker opened: a notification and the statusline marker
   call("breaker.trip", { project = P, type = "ops", reason = "test" })
   wait("breaker notification", function()
