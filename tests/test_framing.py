@@ -27,9 +27,17 @@ def test_two_frames_in_one_read():
 
 def test_a_length_over_the_limit_is_refused_before_reading_the_body():
     decoder = FrameDecoder(max_frame=10)
-    with pytest.raises(FrameTooLarge) as info:
-        decoder.feed(b"\x00\x00\x00\x0b")
-    assert info.value.length == 11 and info.value.limit == 10
+    assert decoder.feed(b"\x00\x00\x00\x0b") == []
+    assert (decoder.error.length, decoder.error.limit) == (11, 10)
+    with pytest.raises(FrameTooLarge):
+        decoder.feed(b"more")  # poisoned: no boundary to resync on
+
+
+def test_frames_before_an_oversized_length_in_the_same_read_still_come_out():
+    good = frame([0, 1, "ping", {}])
+    decoder = FrameDecoder(max_frame=64)
+    assert decoder.feed(good + b"\xff\xff\xff\xff") == [good[4:]]
+    assert decoder.error is not None and decoder.error.length == 0xFFFFFFFF
 
 
 def test_a_truncated_frame_stays_pending():

@@ -175,6 +175,22 @@ def test_oversized_length_gets_too_large_then_close(tmp_short):
         daemon.kill()
 
 
+def test_a_request_before_an_oversized_length_is_still_answered(tmp_short):
+    from support import Lokid
+
+    daemon = Lokid(tmp_short, "--max-frame", "1024").start()
+    try:
+        sock = raw_connect(daemon.socket)
+        body = msgspec.msgpack.encode([0, 7, "ping", {}])
+        sock.sendall(struct.pack(">I", len(body)) + body + struct.pack(">I", 5000))
+        replies = [read_frame(sock), read_frame(sock)]
+        assert replies[0][1] == 7 and replies[0][2] is None
+        assert replies[1][1] is None and replies[1][2]["code"] == "too_large"
+        assert read_frame(sock) is None
+    finally:
+        daemon.kill()
+
+
 def test_a_truncated_frame_is_discarded_and_logged(lokid):
     sock = raw_connect(lokid.socket)
     sock.sendall(struct.pack(">I", 100) + b"\x93" * 10)

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from lokid.wire import ERROR_CODES, FrameDecoder, FrameTooLarge
+from lokid.wire import ERROR_CODES, FrameDecoder
 from lokid.wire.daemon import Event
 from lokid.wire.messages import Notification, Request, Response
 
@@ -65,14 +65,12 @@ def run_vector(vec: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any
     frames: list[dict[str, Any]] = []
     error = None
     for chunk in vec["chunks"]:
-        try:
-            bodies = decoder.feed(bytes.fromhex(chunk))
-        except FrameTooLarge as exc:
-            error = {"code": "too_large", "length": exc.length, "limit": exc.limit}
-            break
-        for body in bodies:
+        for body in decoder.feed(bytes.fromhex(chunk)):
             kind, value = classify(body)
             frames.append({"kind": kind, "message": value})
+        if (exc := decoder.error) is not None:
+            error = {"code": "too_large", "length": exc.length, "limit": exc.limit}
+            break
     pending = 0 if error else decoder.pending
     return frames, error, pending
 

@@ -185,3 +185,5 @@ class Client:
                 self._replies[msg.msgid] = msg
             elif msg.method == "event":
                 self._events.append(msg.params)
+        if self._frames.error is not None:
+            raise ProtocolError(f"lokid sent {self._frames.error}")

@@ -22,7 +22,7 @@ from lokid.errors import Cancelled, InvalidRequest, LokidError, ParseError, TooL
 from lokid.server.dispatch import Call, Method
 from lokid.server.outbox import Outbox
 from lokid.wire.daemon import CancelParams
-from lokid.wire.framing import HEADER, FrameDecoder, FrameTooLarge
+from lokid.wire.framing import HEADER, FrameDecoder
 from lokid.wire.messages import ClientMessage, Error, Notification, Request, Response
 
 if TYPE_CHECKING:
@@ -150,14 +150,12 @@ class Connection:
                         self._frames.pending,
                     )
                 return True
-            try:
-                frames = self._frames.feed(data)
-            except FrameTooLarge as exc:
-                log.warning("connection %d: %s; closing it", self.id, exc)
-                await self._send_error(None, TooLarge(str(exc), {"limit": exc.limit}))
-                return False
-            for frame in frames:
+            for frame in self._frames.feed(data):
                 await self._on_frame(frame, nursery)
+            if (too_large := self._frames.error) is not None:
+                log.warning("connection %d: %s; closing it", self.id, too_large)
+                await self._send_error(None, TooLarge(str(too_large), {"limit": too_large.limit}))
+                return False
 
     def _spin_recv(self) -> bytes | None:
         """Poll the socket briefly before parking in epoll (adaptive busy-polling).

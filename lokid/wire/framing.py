@@ -26,18 +26,23 @@ def encode_frame(body: bytes) -> bytes:
 class FrameDecoder:
     """Splits a byte stream into frame bodies.
 
-    After `FrameTooLarge` the decoder is poisoned: the stream has no
-    recoverable boundary, so the connection must be closed.
+    A length over the limit poisons the decoder: the stream has no recoverable
+    boundary after it, so the connection must be closed. The frames that came
+    before it in the same read are still returned (they deserve their answers);
+    `error` then holds the `FrameTooLarge`, and any later `feed` raises it.
     """
 
-    __slots__ = ("_buf", "_limit", "_need")
+    __slots__ = ("_buf", "_limit", "_need", "error")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._buf = bytearray()
         self._limit = max_frame
         self._need: int | None = None
+        self.error: FrameTooLarge | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self.error is not None:
+            raise self.error
         buf = self._buf
         buf += data
         frames: list[bytes] = []
@@ -49,7 +54,9 @@ class FrameDecoder:
                     break
                 (length,) = HEADER.unpack_from(buf, pos)
                 if length > self._limit:
-                    raise FrameTooLarge(length, self._limit)
+                    self.error = FrameTooLarge(length, self._limit)
+                    buf.clear()
+                    return frames
                 self._need = length
                 pos += 4
             if end - pos < self._need:
