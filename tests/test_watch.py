@@ -288,3 +288,13 @@ def test_lokictl_project_commands_and_status(lokid, project):
     assert not (project / ".loki" / "PAUSE").exists()
     assert str(project) in ctl("project", "list")
     assert ctl("project", "remove").strip() == "removed"
+
+
+def test_a_signal_made_right_after_adding_a_project_is_not_lost(lokid, project):
+    """Between `project.add` and the watch being in place there is a window; what the
+    folder holds when the watch begins is announced."""
+    with lokid.client() as client:
+        client.call("subscribe", {"topics": ["signal.*"], "project": str(project)})
+        client.call("project.add", {"path": str(project)})
+        (project / ".loki" / "PAUSE").touch()  # at once, no waiting for the watcher
+        assert next_topic(client, "signal.pause")["data"] == {"file": "PAUSE"}

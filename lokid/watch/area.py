@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lokid.watch")
 
+STATE_FILES = ("STOP", "PAUSE", "PAUSE_AT_CHECKPOINT")  # looked at when a watch begins
 RESTART_COALESCE = 0.05  # seconds of quiet before the watcher restarts on a new set
 PROBE_INTERVAL = 1.0  # seconds between looks at whether project folders still exist
 RATE_LIMITED_WAIT = 60.0  # default slowdown when a RATE_LIMITED signal names no wait
@@ -72,6 +73,7 @@ class WatchArea:
         while not daemon.stopping:
             self._restart = trio.Event()
             targets = self._targets()
+            fresh = [p for loki, p in targets.items() if loki not in self._watching]
             self._watching = frozenset(targets)
             for loki, project in targets.items():
                 if project.path not in self._tails:
@@ -80,7 +82,7 @@ class WatchArea:
             if not targets:
                 await self._wait_restart_or_stop()
                 continue
-            await self._watch(targets)
+            await self._watch(targets, fresh)
             # Projects are often added in a burst: one restart for the lot.
             await trio.sleep(RESTART_COALESCE)
 
@@ -94,7 +96,7 @@ class WatchArea:
             nursery.start_soon(first, self._restart.wait)
             nursery.start_soon(first, self.daemon.wait_stopping)
 
-    async def _watch(self, targets: dict[str, Project]) -> None:
+    async def _watch(self, targets: dict[str, Project], fresh: list[Project]) -> None:
         stop = anyio.Event()
 
         def wanted(change: watchfiles.Change, path: str) -> bool:
@@ -132,6 +134,8 @@ class WatchArea:
             await trio.sleep(0)
             await trio.sleep(0)
             log.info("watching %d project(s)", len(targets))
+            for project in fresh:
+                await self._look_inside(project)
 
     @staticmethod
     def _meaning(targets: dict[str, Project], path: str) -> tuple[Project, Meaning] | None:
@@ -161,6 +165,20 @@ class WatchArea:
                 log.info("reacting to %s: %s", path, exc.message)
             except Exception:
                 log.exception("reacting to %s failed", path)
+
+    async def _look_inside(self, project: Project) -> None:
+        """A folder just put under watch: what it already holds counts as having appeared,
+        so a signal made just before its watch was in place is not lost."""
+        found = [((name,), m) for name in STATE_FILES if (m := classify((name,))) is not None]
+        found += _folder_contents(project.loki / "signals")
+        found += [(("queue", "pending.json"), Meaning(Kind.PENDING))]
+        for parts, meaning in found:
+            path = project.loki.joinpath(*parts)
+            if path.exists():
+                try:
+                    await self._react(project, meaning, path)
+                except LokidError as exc:
+                    log.info("looking at %s: %s", path, exc.message)
 
     # -- reactions -----------------------------------------------------------------------
 
