@@ -13,6 +13,7 @@ import contextlib
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,6 +45,8 @@ from lokid.wire.times import iso, parse_iso
 
 Publish = Callable[[str, dict[str, Any]], None]
 Changed = Callable[[Iterable[str]], None]
+
+LIVE_STATES = frozenset({"pending", "in-progress", "completed"})  # where a key is taken
 
 _encode = msgspec.json.Encoder().encode
 _decode_task = msgspec.json.Decoder(Task).decode
@@ -85,6 +88,14 @@ class Queue:
         self.store = store
         self._events: list[tuple[str, dict[str, Any]]] = []
         self._dirty: set[str] = set()
+        # Leases and counts are kept here, not indexed in the database (each index costs
+        # every claim a page). Changes wait in `_delta` until their transaction commits.
+        self._leases: dict[str, float] = dict(store.leases())
+        self._counts: Counter[tuple[str, str]] = Counter(
+            {(state, task_type): n for state, task_type, n in store.counts()}
+        )
+        self._delta_counts: Counter[tuple[str, str]] = Counter()
+        self._delta_leases: dict[str, float | None] = {}
         self.breakers = Breakers(store, self._emit, self._touch, breaker_config)
         self._publish = publish
         self._changed = changed
@@ -101,7 +112,15 @@ class Queue:
         self._dirty.update(states)
 
     def _commit_effects(self) -> None:
-        """After a commit: tell subscribers and the view writer, in that order."""
+        """After a commit: apply the in-memory changes, tell subscribers and the view writer."""
+        self._counts.update(self._delta_counts)
+        self._delta_counts.clear()
+        for task_id, until in self._delta_leases.items():
+            if until is None:
+                self._leases.pop(task_id, None)
+            else:
+                self._leases[task_id] = until
+        self._delta_leases.clear()
         events, self._events = self._events, []
         dirty, self._dirty = self._dirty, set()
         for topic, data in events:
@@ -119,8 +138,24 @@ class Queue:
             raise NotFound(f"no task {task_id!r} in {self.project}")
         return row
 
+    def _rollback_effects(self) -> None:
+        self._events.clear()
+        self._dirty.clear()
+        self._delta_counts.clear()
+        self._delta_leases.clear()
+
     def _save(self, row: TaskRow, task: Task, state: str) -> None:
+        """Store a task's new state, with everything that follows from the move."""
         self._touch(row.state, state)
+        if row.state != state:
+            self._delta_counts[(row.state, row.type)] -= 1
+            self._delta_counts[(state, row.type)] += 1
+            was_live, live = row.state in LIVE_STATES, state in LIVE_STATES
+            if was_live and not live:
+                self.store.release_key(task.idempotency_key, row.id)
+            elif live and not was_live:
+                self.store.hold_key(task.idempotency_key, row.id)
+        self._delta_leases[row.id] = row.lease_until if state == "in-progress" else None
         row.state = state
         row.doc = task_doc(task)
         self.store.update(row)
@@ -179,6 +214,7 @@ class Queue:
             extra=_encode(extras) if extras else None,
         )
         self.store.insert(row, deps, key, task.created_at)
+        self._delta_counts[("pending", task.type)] += 1
         self._touch("pending")
         self._emit("queue.enqueued", {"id": task_id, "type": task.type, "priority": task.priority})
         return Enqueued(task_id, False)
@@ -223,6 +259,7 @@ class Queue:
             task = _decode_task(row.doc)
             row.lease_until = now + (lease or task.timeout)
             self.store.update(row)
+            self._delta_leases[row.id] = row.lease_until
         self._lease_set(row.lease_until)
         return row.lease_until
 
@@ -237,8 +274,9 @@ class Queue:
     def expire_leases(self) -> int:
         """Each lease that ran out is a failed attempt (`lease expired`)."""
         now = self.clock()
+        due = sorted((until, task_id) for task_id, until in self._leases.items() if until <= now)
         with self.transaction():
-            rows = self.store.expired_leases(now)
+            rows = [row for _, task_id in due if (row := self.store.get(task_id)) is not None]
             for row in rows:
                 self._emit(
                     "queue.lease-expired",
@@ -248,7 +286,7 @@ class Queue:
         return len(rows)
 
     def next_lease_deadline(self) -> float | None:
-        return self.store.next_lease_deadline()
+        return min(self._leases.values(), default=None)
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -375,9 +413,10 @@ class Queue:
     def stats(self) -> Stats:
         states = dict.fromkeys(STATES, 0)
         types: dict[str, dict[str, int]] = {}
-        for state, task_type, count in self.store.counts():
-            states[state] = states.get(state, 0) + count
-            types.setdefault(task_type, {})[state] = count
+        for (state, task_type), count in sorted(self._counts.items()):
+            if count:
+                states[state] += count
+                types.setdefault(task_type, {})[state] = count
         oldest = self.store.oldest_pending_created()
         age = None if oldest is None else max(0.0, round(self.clock() - parse_iso(oldest), 3))
         return Stats(states, types, self.store.blocked_by_dependencies(), age)
@@ -408,6 +447,7 @@ class Queue:
             row = self._dead(task_id)
             task = _decode_task(row.doc)
             self.store.delete(task_id)
+            self._delta_counts[("dead-letter", row.type)] -= 1
             self._touch("dead-letter")
             self._emit("queue.deleted", {"id": task_id, "type": task.type})
         return task
@@ -452,7 +492,7 @@ class Queue:
         return imported, skipped, problems
 
     def idle(self) -> bool:
-        return self.store.claimed_count() == 0
+        return not self._leases
 
 
 class _Transaction:
@@ -469,14 +509,12 @@ class _Transaction:
         try:
             self._cm.__exit__(*exc_info)
         except BaseException:
-            self._queue._events.clear()
-            self._queue._dirty.clear()
+            self._queue._rollback_effects()
             raise
         if exc_info[0] is None:
             self._queue._commit_effects()
         else:
-            self._queue._events.clear()
-            self._queue._dirty.clear()
+            self._queue._rollback_effects()
 
 
 def _with_row_extras(task: Task, row: TaskRow) -> Any:

@@ -17,6 +17,11 @@ from lokid.store.base import BreakerRow, TaskRow
 
 SCHEMA_VERSION = 1
 
+# Every index costs each claim and completion one more B-tree page in the commit, so
+# the tasks table keeps only the claim index and the small blocked-task index. Leases
+# and per-state counts live in the queue's memory (rebuilt from one scan at open), and
+# idempotency keys in their own table, touched only when a task enters or leaves the
+# states where its key is live.
 _SCHEMA = """
 CREATE TABLE tasks (
     seq          INTEGER PRIMARY KEY,
@@ -35,14 +40,16 @@ CREATE TABLE tasks (
     doc          BLOB NOT NULL,
     extra        BLOB
 );
--- A key may live once among pending, in-progress and completed tasks; a
--- dead-lettered or cancelled task does not block its key from coming back.
-CREATE UNIQUE INDEX tasks_live_key ON tasks(idem)
-    WHERE state IN ('pending', 'in-progress', 'completed');
 CREATE INDEX tasks_ready ON tasks(type, priority DESC, seq)
     WHERE state = 'pending' AND deps_left = 0;
-CREATE INDEX tasks_by_state ON tasks(state, seq);
-CREATE INDEX tasks_leases ON tasks(lease_until) WHERE state = 'in-progress';
+CREATE INDEX tasks_blocked ON tasks(seq) WHERE state = 'pending' AND deps_left > 0;
+
+-- A key is live while its task is pending, in progress or completed; a dead-lettered
+-- or cancelled task does not block its key from coming back.
+CREATE TABLE live_keys (
+    idem    TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL
+) WITHOUT ROWID;
 
 CREATE TABLE deps (
     task_id TEXT NOT NULL,
@@ -151,12 +158,14 @@ class SqliteStore:
         return out
 
     def live_id_for_key(self, key: str) -> str | None:
-        r = self._db.execute(
-            "SELECT id FROM tasks WHERE idem = ? "
-            "AND state IN ('pending', 'in-progress', 'completed')",
-            (key,),
-        ).fetchone()
+        r = self._db.execute("SELECT task_id FROM live_keys WHERE idem = ?", (key,)).fetchone()
         return None if r is None else r[0]
+
+    def hold_key(self, key: str, task_id: str) -> None:
+        self._db.execute("INSERT INTO live_keys (idem, task_id) VALUES (?, ?)", (key, task_id))
+
+    def release_key(self, key: str, task_id: str) -> None:
+        self._db.execute("DELETE FROM live_keys WHERE idem = ? AND task_id = ?", (key, task_id))
 
     def insert(self, row: TaskRow, dependencies: list[str], idem: str, created: str) -> int:
         cur = self._db.execute(
@@ -174,6 +183,7 @@ class SqliteStore:
                 "INSERT OR IGNORE INTO deps (task_id, dep_id) VALUES (?, ?)",
                 [(row.id, dep) for dep in dependencies],
             )
+        self.hold_key(idem, row.id)
         return cur.lastrowid
 
     def update(self, row: TaskRow) -> None:
@@ -214,18 +224,11 @@ class SqliteStore:
             (task_id,),
         )
 
-    def expired_leases(self, now: float) -> list[TaskRow]:
-        rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM tasks "
-            "WHERE state = 'in-progress' AND lease_until <= ? ORDER BY lease_until",
-            (now,),
-        ).fetchall()
-        return [_row(r) for r in rows]
-
-    def next_lease_deadline(self) -> float | None:
+    def leases(self) -> list[tuple[str, float]]:
+        """Every in-progress task's lease (one scan, when the queue opens)."""
         return self._db.execute(
-            "SELECT min(lease_until) FROM tasks WHERE state = 'in-progress'"
-        ).fetchone()[0]
+            "SELECT id, lease_until FROM tasks WHERE state = 'in-progress'"
+        ).fetchall()
 
     def page(self, state: str | None, task_type: str | None, after: int, limit: int):
         where, args = ["seq > ?"], [after]
@@ -252,14 +255,10 @@ class SqliteStore:
         ).fetchone()[0]
 
     def oldest_pending_created(self) -> str | None:
-        return self._db.execute(
-            "SELECT min(created) FROM tasks WHERE state = 'pending'"
-        ).fetchone()[0]
-
-    def claimed_count(self) -> int:
-        return self._db.execute(
-            "SELECT count(*) FROM tasks WHERE state = 'in-progress'"
-        ).fetchone()[0]
+        r = self._db.execute(
+            "SELECT created FROM tasks WHERE state = 'pending' ORDER BY seq LIMIT 1"
+        ).fetchone()
+        return None if r is None else r[0]
 
     # -- breakers ------------------------------------------------------------------------
 
