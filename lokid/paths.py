@@ -30,6 +30,13 @@ def default_socket_path(env: Mapping[str, str] | None = None) -> Path:
     return Path(f"/tmp/lokid-{os.getuid()}") / "lokid.sock"
 
 
+def logical_cwd(env: Mapping[str, str] | None = None) -> str:
+    """The current folder as the shell names it (`$PWD`, symlinks kept), as Loki Mode
+    names a project and its container; `os.getcwd()` would resolve them."""
+    env = os.environ if env is None else env
+    return env.get("PWD") or os.getcwd()
+
+
 def resolve_socket_path(explicit: str | None, env: Mapping[str, str] | None = None) -> Path:
     path = Path(explicit) if explicit else default_socket_path(env)
     check_sun_path(path)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 import msgspec
 
 from lokictl._client import Client
+from lokid.paths import logical_cwd
 
 
 def project_path(args: argparse.Namespace) -> str:
-    """The logical $PWD, as Loki Mode names the project (not a resolved path)."""
+    """`--project` or the path argument, else the logical $PWD."""
     given = getattr(args, "project", None) or getattr(args, "path", None)
-    return given or os.environ.get("PWD") or os.getcwd()
+    return given or logical_cwd()
 
 
 def add_project_commands(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 import msgspec
 
 from lokictl._client import Client
+from lokid.paths import logical_cwd
 
 
 def _json(value: Any) -> str:
@@ -87,8 +87,7 @@ def add_queue_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _project(args: argparse.Namespace) -> str:
-    """The logical $PWD, as Loki Mode names the project (not a resolved path)."""
-    return getattr(args, "project", None) or os.environ.get("PWD") or os.getcwd()
+    return getattr(args, "project", None) or logical_cwd()
 
 
 def _task_line(task: dict[str, Any], state: str | None = None) -> str:

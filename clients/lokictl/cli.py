@@ -13,13 +13,7 @@ from typing import Any
 import msgspec
 
 from lokictl._client import Client, DaemonError, NotRunning, ProtocolError
-from lokictl._project_cli import (
-    PROJECT_COMMANDS,
-    add_project_commands,
-    project_path,
-    project_status_text,
-)
-from lokictl._queue_cli import QUEUE_COMMANDS, add_queue_commands
+from lokid.paths import logical_cwd
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_LOST = 1, 2, 3, 4
 
@@ -28,47 +22,81 @@ def _json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-def _common(defaults: bool) -> argparse.ArgumentParser:
+def _add_common(parser: argparse.ArgumentParser, defaults: bool) -> argparse.ArgumentParser:
     """Options accepted before and after the command; only the top level sets defaults,
     so a subcommand's parser never overwrites what was given before it."""
 
     def default(value: Any) -> Any:
         return value if defaults else argparse.SUPPRESS
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    parser.add_argument(
         "--json", action="store_true", default=default(False), help="print JSON for machines"
     )
-    common.add_argument(
+    parser.add_argument(
         "--socket", default=default(None), help="lokid socket path (default: as lokid finds it)"
     )
-    common.add_argument(
+    parser.add_argument(
         "--no-spawn",
         action="store_true",
         default=default(os.environ.get("LOKICTL_NO_SPAWN") == "1"),
         help="do not start lokid when it is not running (env LOKICTL_NO_SPAWN=1)",
     )
-    return common
+    return parser
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lokictl", parents=[_common(True)])
-    common = _common(False)
+def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`: only the named command's branch is built (every parser
+    costs `lokictl status` start-up time); the whole tree for help or a typo."""
+    parser = _add_common(argparse.ArgumentParser(prog="lokictl"), True)
     sub = parser.add_subparsers(dest="command", required=True)
-    status = sub.add_parser("status", parents=[common], help="daemon and project status")
+    wanted = _command_word(sys.argv[1:] if argv is None else argv)
+    builders = [BRANCHES[wanted]] if wanted in BRANCHES else list(dict.fromkeys(BRANCHES.values()))
+    common = None
+    if any(build not in BASIC for build in builders):
+        common = _add_common(argparse.ArgumentParser(add_help=False), False)
+    for build in builders:
+        build(sub, common)
+    return parser
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The first word that is not an option (nor the value of `--socket`)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--socket":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _basic(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
+    return _add_common(sub.add_parser(name, help=text), False)
+
+
+def _add_status(sub: Any, common: argparse.ArgumentParser | None) -> None:
+    status = _basic(sub, "status", "daemon and project status")
     status.add_argument("--project", help="the project folder (default: $PWD if it has .loki/)")
-    sub.add_parser("ping", parents=[common], help="round trip to the daemon")
-    events = sub.add_parser("events", parents=[common], help="print events until ^C")
+
+
+def _add_ping(sub: Any, common: argparse.ArgumentParser | None) -> None:
+    _basic(sub, "ping", "round trip to the daemon")
+
+
+def _add_events(sub: Any, common: argparse.ArgumentParser | None) -> None:
+    events = _basic(sub, "events", "print events until ^C")
     events.add_argument("topics", nargs="*", default=["*"], help="topic globs (default *)")
     events.add_argument("-f", "--follow", action="store_true", help="(default) keep following")
     events.add_argument("--project", help="only events of this project")
-    daemon = sub.add_parser("daemon", parents=[common], help="control the daemon")
+
+
+def _add_daemon(sub: Any, common: argparse.ArgumentParser | None) -> None:
+    daemon = _basic(sub, "daemon", "control the daemon")
     daemon_sub = daemon.add_subparsers(dest="action", required=True)
-    daemon_sub.add_parser("stop", parents=[common], help="stop lokid")
-    _add_run_commands(sub, common)
-    add_queue_commands(sub, common)
-    add_project_commands(sub, common)
-    return parser
+    _add_common(daemon_sub.add_parser("stop", help="stop lokid"), False)
+
+
+BASIC = frozenset({_add_status, _add_ping, _add_events, _add_daemon})
 
 
 def _print(args: argparse.Namespace, value: Any, text: str) -> None:
@@ -90,8 +118,10 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         f"lokid {st['version']} (pid {st['pid']}), up {_duration(st['uptime_s'])}\n"
         f"connections: {st['connections']}\nprojects: {projects}"
     )
-    path = project_path(args)
+    path = args.project or logical_cwd()
     if args.project or os.path.isdir(os.path.join(path, ".loki")):
+        from lokictl._project_cli import project_status_text
+
         project = client.call("project.status", {"project": path})
         st = {"daemon": st, "project": project}
         text += "\n\n" + project_status_text(project)
@@ -139,8 +169,7 @@ RUN_SECRETS = ("ANTHROPIC_API_KEY", "GITHUB_TOKEN", "GH_TOKEN")
 
 
 def _project() -> str:
-    """The logical $PWD, as Loki Mode's shell names the project (not a resolved path)."""
-    return os.environ.get("PWD") or os.getcwd()
+    return logical_cwd()
 
 
 def _add_run_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -251,14 +280,53 @@ def cmd_image(client: Client, args: argparse.Namespace) -> int:
 
 
 COMMANDS.update(run=cmd_run, image=cmd_image)
-COMMANDS.update(QUEUE_COMMANDS)
-COMMANDS.update(PROJECT_COMMANDS)
+
+
+# The queue and project commands live in their own modules, imported only when used:
+# `lokictl status` should not pay for them.
+def _queue_command(client: Client, args: argparse.Namespace) -> int:
+    from lokictl._queue_cli import QUEUE_COMMANDS
+
+    return QUEUE_COMMANDS[args.command](client, args)
+
+
+def _project_command(client: Client, args: argparse.Namespace) -> int:
+    from lokictl._project_cli import PROJECT_COMMANDS
+
+    return PROJECT_COMMANDS[args.command](client, args)
+
+
+def _add_queue_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    from lokictl._queue_cli import add_queue_commands
+
+    add_queue_commands(sub, common)
+
+
+def _add_project_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    from lokictl._project_cli import add_project_commands
+
+    add_project_commands(sub, common)
+
+
+COMMANDS.update(dict.fromkeys(("queue", "dlq", "breakers"), _queue_command))
+COMMANDS.update(dict.fromkeys(("project", "pause", "resume", "stop"), _project_command))
 
 # -- end of container runs ------------------------------------------------------------------
 
 
+BRANCHES = {
+    "status": _add_status,
+    "ping": _add_ping,
+    "events": _add_events,
+    "daemon": _add_daemon,
+    **dict.fromkeys(("run", "image"), _add_run_commands),
+    **dict.fromkeys(("queue", "dlq", "breakers"), _add_queue_commands),
+    **dict.fromkeys(("project", "pause", "resume", "stop"), _add_project_commands),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser(argv).parse_args(argv)
     spawn = not args.no_spawn and args.command != "daemon"
     try:
         with Client.connect(args.socket, spawn=spawn) as client:
