@@ -10,7 +10,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_ping.py", "bench_queue.py", "bench_breakers.py", "bench_watch.py", "bench_runs.py"]
+SCRIPTS = [
+    "bench_ping.py",
+    "bench_queue.py",
+    "bench_breakers.py",
+    "bench_watch.py",
+    "bench_runs.py",
+]
 
 
 def main() -> int:
