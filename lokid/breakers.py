@@ -72,7 +72,7 @@ def parse_config(text: str, source: str = "circuit-breakers.yaml") -> BreakerCon
         where = f" line {found[0]}, key {'.'.join(found[1])}" if found else ""
         detail = str(exc).split(" - at `")[0]
         raise ConfigError(f"{source}{where}: {detail}") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
 
 

@@ -22,10 +22,12 @@ import msgspec
 
 from lokid.errors import InvalidParams, NotFound
 from lokid.files.atomic import write_atomic
+from lokid.wire.messages import UNDECODABLE
 
 log = logging.getLogger("lokid.projects")
 
 RECENT_EVENTS = 20  # per project, for `project.status`
+NAME_MAX, PATH_MAX = 255, 4095  # bytes; longer names fail every file operation
 
 
 def check_project_path(path: str) -> str:
@@ -36,6 +38,11 @@ def check_project_path(path: str) -> str:
     if os.path.normpath(path) != path or path.startswith("//"):
         raise InvalidParams(
             f"project path must be normal (no '.', '..', doubled or trailing '/'): {path!r}"
+        )
+    encoded = os.fsencode(path)
+    if len(encoded) > PATH_MAX or any(len(part) > NAME_MAX for part in encoded.split(b"/")):
+        raise InvalidParams(
+            f"project path is too long (at most {NAME_MAX} bytes a name, {PATH_MAX} in all)"
         )
     return path
 
@@ -81,7 +88,7 @@ class Projects:
             saved = msgspec.json.decode(self._state_file.read_bytes(), type=SavedProjects)
         except FileNotFoundError:
             return
-        except (OSError, msgspec.DecodeError) as exc:
+        except (OSError, *UNDECODABLE) as exc:
             log.warning("ignoring unreadable %s: %s", self._state_file, exc)
             return
         for path in saved.projects:

@@ -46,16 +46,23 @@ class DaemonError(Exception):
 
 
 def _connect_once(path: Path, timeout: float | None) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(os.fspath(path))
-    except OSError as exc:
-        sock.close()
-        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
-            raise NotRunning(f"lokid is not running on {path}") from None
-        raise
-    return sock
+    """Connect; a full listen backlog (EAGAIN, immediate on unix sockets) is waited out."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(os.fspath(path))
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
+                raise NotRunning(f"lokid is not running on {path}") from None
+            if exc.errno != errno.EAGAIN or (deadline and time.monotonic() >= deadline):
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 class Client:

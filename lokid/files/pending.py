@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from lokid.wire.messages import UNDECODABLE
+
 
 class BadFile(Exception):
     """The file is not a JSON array of tasks (nor `{"tasks": [...]}`)."""
@@ -23,7 +25,7 @@ def parse_pending(data: bytes) -> list[Any]:
         return []
     try:
         value = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
+    except UNDECODABLE as exc:
         raise BadFile(f"not valid JSON: {exc}") from None
     if isinstance(value, dict) and isinstance(value.get("tasks"), list):
         return value["tasks"]

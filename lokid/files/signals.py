@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 
+from lokid.wire.messages import UNDECODABLE
+
 MAX_SIGNAL_BYTES = 64 * 1024
 
 
@@ -39,7 +41,7 @@ def signal_content(path: Path) -> Any:
         return None
     try:
         return msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except UNDECODABLE:
         return None
 
 

@@ -23,7 +23,14 @@ from lokid.server.dispatch import Call, Method
 from lokid.server.outbox import Outbox
 from lokid.wire.daemon import CancelParams
 from lokid.wire.framing import HEADER, FrameDecoder
-from lokid.wire.messages import ClientMessage, Error, Notification, Request, Response
+from lokid.wire.messages import (
+    UNDECODABLE,
+    ClientMessage,
+    Error,
+    Notification,
+    Request,
+    Response,
+)
 
 if TYPE_CHECKING:
     from lokid.daemon import Daemon
@@ -61,7 +68,7 @@ def _guess_msgid(frame: bytes) -> int | None:
     """The msgid of a request that failed validation, when one can be read."""
     try:
         msg = msgspec.msgpack.decode(frame)
-    except msgspec.DecodeError:
+    except UNDECODABLE:
         return None
     if isinstance(msg, list) and len(msg) >= 2 and msg[0] == 0 and type(msg[1]) is int:
         return msg[1]
@@ -187,8 +194,9 @@ class Connection:
             detail = "expected [0, msgid, method, params] or [2, method, params]"
             await self._send_error(_guess_msgid(frame), InvalidRequest(f"{detail}: {exc}"))
             return
-        except msgspec.DecodeError:
-            await self._send_error(None, ParseError("frame body is not valid msgpack"))
+        except UNDECODABLE as exc:
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            await self._send_error(None, ParseError(f"frame body is not valid msgpack: {why}"))
             return
         if type(msg) is Request:
             await self._on_request(msg, nursery)

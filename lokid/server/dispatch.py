@@ -17,6 +17,7 @@ import msgspec
 
 from lokid.errors import InvalidParams, MethodNotFound
 from lokid.wire.daemon import Empty
+from lokid.wire.messages import UNDECODABLE
 
 if TYPE_CHECKING:
     from lokid.daemon import Daemon
@@ -45,8 +46,9 @@ class Method:
             return self.decoder.decode(raw)
         except msgspec.ValidationError as exc:
             raise InvalidParams(f"{self.name}: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise InvalidParams(f"{self.name}: params are not valid msgpack: {exc}") from None
+        except UNDECODABLE as exc:
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise InvalidParams(f"{self.name}: params are not valid msgpack: {why}") from None
 
 
 class Router:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lokid.listener")
 
-BACKLOG = 128
+BACKLOG = socket.SOMAXCONN  # a burst of clients connecting at once must not get EAGAIN
 
 
 class AlreadyRunning(Exception):

@@ -30,6 +30,7 @@ from lokid.files import signals
 from lokid.projects import Project
 from lokid.watch.meaning import Kind, Meaning, classify, inside, signal_topic
 from lokid.watch.tail import Tail
+from lokid.wire.messages import UNDECODABLE
 
 if TYPE_CHECKING:
     from lokid.daemon import Daemon
@@ -307,7 +308,7 @@ def _folder_contents(folder: Path) -> list[tuple[tuple[str, ...], Meaning]]:
 def _read_json(path: Path) -> Any:
     try:
         return msgspec.json.decode(path.read_bytes())
-    except (OSError, msgspec.DecodeError):
+    except (OSError, *UNDECODABLE):
         return None
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from lokid.wire.messages import UNDECODABLE
+
 log = logging.getLogger("lokid.watch")
 
 MAX_LINE = 64 * 1024  # longer lines are skipped whole
@@ -73,6 +75,6 @@ class Tail:
                 continue
             try:
                 out.append(msgspec.json.decode(line))
-            except msgspec.DecodeError:
+            except UNDECODABLE:
                 log.info("skipped a line that is not JSON in %s", self.path)
         return out

@@ -11,6 +11,11 @@ import msgspec
 
 PROTOCOL_VERSION = 1
 
+# What decoding untrusted bytes can raise: msgspec's DecodeError and ValidationError,
+# but also UnicodeDecodeError for a string that is not UTF-8 (both are ValueErrors),
+# and RecursionError for nesting deeper than the interpreter's stack.
+UNDECODABLE = (ValueError, RecursionError)
+
 EMPTY_MAP = msgspec.Raw(b"\x80")  # msgpack for {}
 
 
