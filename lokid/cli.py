@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             spin_us=args.spin_us,
             outbox_limit=int(env_default("OUTBOX_LIMIT", str(4 * 1024 * 1024))),
             view_delay=float(env_default("VIEW_DELAY", "0.05")),
+            completed_keep=int(env_default("COMPLETED_KEEP", "500")),
             watch_step_ms=int(env_default("WATCH_STEP_MS", "5")),
             watch_debounce_ms=int(env_default("WATCH_DEBOUNCE_MS", "200")),
             stop_signal_grace=float(env_default("STOP_SIGNAL_GRACE", "10")),

@@ -264,3 +264,24 @@ def test_unknown_notifications_are_ignored(lokid):
 def test_client_library_is_reusable_as_a_context_manager(lokid):
     with Client.connect(lokid.socket) as c:
         assert c.call("ping")
+
+
+def test_lokictl_stays_thin(tmp_short):
+    """lokictl runs on the standard library and msgspec: no trio, docker or watchfiles."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from lokictl.cli import main\n"
+        "main(['--no-spawn', '--socket', sys.argv[1], 'status'])\n"
+        "heavy = sorted(m for m in ('trio', 'docker', 'watchfiles', 'anyio') if m in sys.modules)\n"
+        "print(','.join(heavy) or 'none')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_short / "absent.sock")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.stdout.strip() == "none", done
