@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format bench system-deps clean
+.PHONY: run test lint format bench benchmarks reliability system-deps clean
 
 $(STAMP): pyproject.toml
 	bash scripts/bootstrap-python.sh $(VENV)
@@ -31,6 +31,15 @@ format: $(STAMP)
 
 bench: $(STAMP) system-deps
 	$(PY) bench/run_all.py
+
+# Regenerates BENCHMARKS.md and bench/plots/*.png (matplotlib: the `bench` extra, not `make test`).
+benchmarks: $(STAMP) system-deps
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'
+	$(PY) bench/make_benchmarks.py
+
+# The reliability suite alone (fuzzing, load, crash, faults, security); also part of `make test`.
+reliability: $(STAMP) system-deps
+	$(PY) -m pytest -q tests/test_reliability_*.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
