@@ -12,14 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lokictl import Client
-from support import wait_until
+from support import Lokid, wait_until
 
 ACTIVATE = shutil.which("systemd-socket-activate")
 
 
-class Activated:
-    """`systemd-socket-activate -l SOCKET --fdname=lokid python -m lokid serve ARGS`."""
+class Activated(Lokid):
+    """`systemd-socket-activate -l SOCKET --fdname=lokid python -m lokid serve ARGS`.
+
+    A `Lokid` whose process is the activator until it execs lokid on the first connection.
+    """
 
     def __init__(
         self,
@@ -59,20 +61,3 @@ class Activated:
         except FileNotFoundError:
             return False
         return not argv[0].endswith(b"systemd-socket-activate") and b"lokid" in argv
-
-    def client(self) -> Client:
-        return Client.connect(self.socket, timeout=30)
-
-    def stop(self, timeout: float = 20) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
