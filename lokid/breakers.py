@@ -19,7 +19,6 @@ import yaml
 
 from lokid.domain import breaker as rules
 from lokid.domain.breaker import Admission, Breaker, BreakerConfig
-from lokid.errors import InvalidParams
 from lokid.store.base import BreakerRow, QueueStore
 from lokid.wire.queue import Blocked
 from lokid.wire.times import iso_or_none
@@ -252,10 +251,6 @@ class Breakers:
             "forced": b.forced,
             "reason": b.reason,
         }
-
-    def check_type(self, task_type: str) -> None:
-        if not task_type or len(task_type) > 200:
-            raise InvalidParams("type must be 1-200 characters")
 
 
 _OPEN_DOOR = Admission(True)

@@ -58,18 +58,11 @@ def task_doc(task: Task) -> bytes:
     return _encode(task)
 
 
-def with_extras(doc: bytes, extra: bytes | None) -> bytes:
-    """Splice extra top-level fields into a task's JSON object."""
-    if not extra or extra == b"{}":
-        return doc
-    return doc[:-1] + b"," + extra[1:]
-
-
-def wire_task(row: TaskRow) -> Any:
-    task = _decode_task(row.doc)
-    if not row.extra:
+def wire_task(task: Task, extra: bytes | None) -> Any:
+    """A task as clients see it: the Task, plus any extra fields Loki Mode's files gave it."""
+    if not extra:
         return task
-    return {**msgspec.json.decode(row.extra), **msgspec.to_builtins(task)}
+    return {**msgspec.json.decode(extra), **msgspec.to_builtins(task)}
 
 
 class Queue:
@@ -250,7 +243,7 @@ class Queue:
             self._save(best, task, "in-progress")
             self._emit("queue.claimed", {"id": task.id, "type": task.type, "agent": agent})
         self._lease_set(best.lease_until)
-        return ClaimResult(task=_with_row_extras(task, best))
+        return ClaimResult(task=wire_task(task, best.extra))
 
     def heartbeat(self, task_id: str, agent: str, lease: float | None) -> float:
         now = self.clock()
@@ -310,7 +303,7 @@ class Queue:
             self._save(row, task, "completed")
             self.store.release_dependents(task_id)
             self._emit("queue.completed", {"id": task_id, "type": task.type, "agent": agent})
-        return TaskState(_with_row_extras(task, row), "completed")
+        return TaskState(wire_task(task, row.extra), "completed")
 
     def fail(
         self, task_id: str, agent: str, error: str, retry_after: float | None = None
@@ -319,7 +312,7 @@ class Queue:
         with self.transaction():
             row = self._held(task_id, agent)
             task = self._fail_row(row, error, retry_after, now)
-        return TaskState(_with_row_extras(task, row), row.state)  # type: ignore[arg-type]
+        return TaskState(wire_task(task, row.extra), row.state)  # type: ignore[arg-type]
 
     def _fail_row(self, row: TaskRow, error: str, retry_after: float | None, now: float) -> Task:
         task = _decode_task(row.doc)
@@ -397,7 +390,7 @@ class Queue:
 
     def get(self, task_id: str) -> TaskState:
         row = self._row(task_id)
-        return TaskState(wire_task(row), row.state)  # type: ignore[arg-type]
+        return TaskState(wire_task(_decode_task(row.doc), row.extra), row.state)  # type: ignore[arg-type]
 
     def page(self, state: str | None, task_type: str | None, limit: int, cursor: str | None):
         try:
@@ -408,7 +401,7 @@ class Queue:
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = str(rows[-1].seq) if more and rows else None
-        return [wire_task(r) for r in rows], next_cursor
+        return [wire_task(_decode_task(r.doc), r.extra) for r in rows], next_cursor
 
     def stats(self) -> Stats:
         states = dict.fromkeys(STATES, 0)
@@ -425,7 +418,7 @@ class Queue:
 
     def dlq_list(self) -> list[Any]:
         rows = self.store.page("dead-letter", None, 0, 10_000)
-        return [wire_task(r) for r in rows]
+        return [wire_task(_decode_task(r.doc), r.extra) for r in rows]
 
     def dlq_retry(self, task_id: str) -> Task:
         now = self.clock()
@@ -515,12 +508,6 @@ class _Transaction:
             self._queue._commit_effects()
         else:
             self._queue._rollback_effects()
-
-
-def _with_row_extras(task: Task, row: TaskRow) -> Any:
-    if not row.extra:
-        return task
-    return {**msgspec.json.decode(row.extra), **msgspec.to_builtins(task)}
 
 
 def _priority(value: int | str, where: str) -> int:
