@@ -127,6 +127,9 @@ class Breakers:
         self._touch = touch
         self.config = config
         self._by_type: dict[str, Breaker] = {}
+        # Copy-on-write undo for the open transaction: a rollback (a failed commit, a full
+        # disk) puts back the breakers it changed, so memory never drifts from the database.
+        self._undo: dict[str, Breaker | None] | None = None
         for row in store.breakers():
             self._by_type[row.type] = Breaker(
                 row.state,  # type: ignore[arg-type]
@@ -145,6 +148,28 @@ class Breakers:
         if b is None:
             b = self._by_type[task_type] = Breaker()
         return b
+
+    def _mutable(self, task_type: str) -> Breaker:
+        """The breaker, about to change: remember it as it was for a rollback."""
+        if self._undo is not None and task_type not in self._undo:
+            before = self._by_type.get(task_type)
+            self._undo[task_type] = None if before is None else replace(before)
+        return self._get(task_type)
+
+    def begin(self) -> None:
+        if self._undo is None:
+            self._undo = {}
+
+    def commit(self) -> None:
+        self._undo = None
+
+    def rollback(self) -> None:
+        for task_type, before in (self._undo or {}).items():
+            if before is None:
+                self._by_type.pop(task_type, None)
+            else:
+                self._by_type[task_type] = before
+        self._undo = None
 
     def _apply(
         self, task_type: str, b: Breaker, topics: list[str], changed: bool = False, **data: Any
@@ -168,6 +193,7 @@ class Breakers:
         b = self._by_type.get(task_type)
         if b is None or b.state == "closed":
             return _OPEN_DOOR
+        b = self._mutable(task_type)
         cfg = self.config.for_type(task_type)
         self._apply(task_type, b, rules.advance(b, cfg, now))
         return rules.admit(b, cfg)
@@ -177,13 +203,13 @@ class Breakers:
         return Blocked(admission.state, iso_or_none(admission.until))
 
     def probe_claimed(self, task_type: str, now: float) -> None:
-        rules.probe_claimed(self._get(task_type))
+        rules.probe_claimed(self._mutable(task_type))
 
     def probe_released(self, task_type: str) -> None:
-        rules.probe_released(self._get(task_type))
+        rules.probe_released(self._mutable(task_type))
 
     def record_failure(self, task_type: str, now: float, probe: bool) -> None:
-        b = self._get(task_type)
+        b = self._mutable(task_type)
         cfg = self.config.for_type(task_type)
         topics = rules.advance(b, cfg, now) + rules.record_failure(b, cfg, now, probe)
         self._apply(task_type, b, topics, changed=True)
@@ -192,6 +218,7 @@ class Breakers:
         b = self._by_type.get(task_type)
         if b is None or (b.state == "closed" and b.failures == 0):
             return
+        b = self._mutable(task_type)
         topics = rules.record_success(b, probe)
         self._apply(task_type, b, topics, changed=True)
 
@@ -203,19 +230,20 @@ class Breakers:
     # -- manual control and reading ----------------------------------------------------
 
     def reset(self, task_type: str) -> dict[str, Any]:
-        b = self._get(task_type)
+        b = self._mutable(task_type)
         self._apply(task_type, b, rules.reset(b))
         return self.view(task_type, b)
 
     def trip(self, task_type: str, now: float, reason: str) -> dict[str, Any]:
-        b = self._get(task_type)
+        b = self._mutable(task_type)
         self._apply(task_type, b, rules.trip(b, now, reason), reason=reason)
         return self.view(task_type, b)
 
     def tick(self, now: float) -> None:
         """Turn due open breakers half-open now, so the event goes out without a claim."""
-        for task_type, b in self._by_type.items():
+        for task_type, b in list(self._by_type.items()):
             if b.state == "open":
+                b = self._mutable(task_type)
                 cfg = self.config.for_type(task_type)
                 self._apply(task_type, b, rules.advance(b, cfg, now))
 

@@ -106,6 +106,7 @@ class Queue:
 
     def _commit_effects(self) -> None:
         """After a commit: apply the in-memory changes, tell subscribers and the view writer."""
+        self.breakers.commit()
         self._counts.update(self._delta_counts)
         self._delta_counts.clear()
         for task_id, until in self._delta_leases.items():
@@ -132,6 +133,7 @@ class Queue:
         return row
 
     def _rollback_effects(self) -> None:
+        self.breakers.rollback()
         self._events.clear()
         self._dirty.clear()
         self._delta_counts.clear()
@@ -497,6 +499,7 @@ class _Transaction:
 
     def __enter__(self) -> None:
         self._cm.__enter__()
+        self._queue.breakers.begin()
 
     def __exit__(self, *exc_info: Any) -> None:
         try:

@@ -433,3 +433,16 @@ def test_per_type_overrides(tmp_path):
     h.queue.fail(sturdy, "a1", "crash")
     states = {t: b["state"] for t, b in h.queue.breakers.listing(h.clock.now).items()}
     assert states == {"fragile": "open", "sturdy": "closed"}
+
+
+def test_a_rolled_back_transaction_leaves_breakers_as_they_were(tmp_path):
+    """A commit that fails (a full disk, say) must not leave memory ahead of the database."""
+    h = Harness(tmp_path, config())
+    h.fail_attempts("flaky", 1)
+    before = h.queue.breakers.listing(h.clock.now)
+    with pytest.raises(RuntimeError), h.queue.transaction():
+        h.queue.breakers.record_failure("flaky", h.clock.now, probe=False)  # would open it
+        h.queue.breakers.record_failure("other", h.clock.now, probe=False)
+        raise RuntimeError("the commit fails")
+    assert h.queue.breakers.listing(h.clock.now) == before
+    assert "breaker.opened" not in h.topics()
