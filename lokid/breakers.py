@@ -193,9 +193,10 @@ class Breakers:
         b = self._by_type.get(task_type)
         if b is None or b.state == "closed":
             return _OPEN_DOOR
-        b = self._mutable(task_type)
         cfg = self.config.for_type(task_type)
-        self._apply(task_type, b, rules.advance(b, cfg, now))
+        if rules.half_open_due(b, cfg, now):
+            b = self._mutable(task_type)
+            self._apply(task_type, b, rules.advance(b, cfg, now))
         return rules.admit(b, cfg)
 
     @staticmethod
@@ -242,9 +243,9 @@ class Breakers:
     def tick(self, now: float) -> None:
         """Turn due open breakers half-open now, so the event goes out without a claim."""
         for task_type, b in list(self._by_type.items()):
-            if b.state == "open":
+            cfg = self.config.for_type(task_type)
+            if rules.half_open_due(b, cfg, now):
                 b = self._mutable(task_type)
-                cfg = self.config.for_type(task_type)
                 self._apply(task_type, b, rules.advance(b, cfg, now))
 
     def next_half_open(self) -> float | None:

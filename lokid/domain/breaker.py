@@ -38,10 +38,16 @@ class Admission:
     until: float | None = None  # when an open breaker turns half-open (None: not by itself)
 
 
+def half_open_due(b: Breaker, cfg: BreakerConfig, now: float) -> bool:
+    """An open breaker (not forced) whose `halfOpenAfter` has passed."""
+    if b.state != "open" or b.forced or b.opened_at is None:
+        return False
+    return now >= b.opened_at + cfg.half_open_after
+
+
 def advance(b: Breaker, cfg: BreakerConfig, now: float) -> list[str]:
     """Let time pass: an open breaker past `halfOpenAfter` is half-open."""
-    due = b.opened_at is not None and now >= b.opened_at + cfg.half_open_after
-    if b.state == "open" and not b.forced and due:
+    if half_open_due(b, cfg, now):
         b.state = "half-open"
         b.half_open_at = b.opened_at + cfg.half_open_after  # type: ignore[operator]
         b.probes = 0
