@@ -14,6 +14,7 @@ import contextlib
 import json
 import random
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -71,14 +72,14 @@ class Ledger:
 class Agent:
     """One client: a random mix of queue operations until told to stop or cut off."""
 
-    def __init__(self, n: int, socket: Path, project: str, ledger: Ledger) -> None:
+    def __init__(self, n: int, socket: Path, project: str, ledger: Ledger, round_: int = 0) -> None:
         self.name = f"agent-{n}"
-        self.rng = random.Random(n)
+        self.rng = random.Random(n * 1000 + round_)
         self.socket = socket
         self.p = {"project": project}
         self.ledger = ledger
         self.held: list[str] = []
-        self.seq = 0
+        self.seq = round_ * 100_000  # task ids stay unique across crash rounds
 
     def run(self, stop: threading.Event) -> None:
         try:
@@ -184,14 +185,16 @@ def subscriber(socket: Path, project: str, stop: threading.Event) -> None:
                 c.next_event(timeout=0.2)
 
 
-def run_load(lokid: Lokid, project: str, ledger: Ledger, stop: threading.Event) -> list:
+def run_load(
+    lokid: Lokid, project: str, ledger: Ledger, stop: threading.Event, round_: int = 0
+) -> list:
     """Start the 200 clients; return their threads (they run until `stop` or a crash)."""
     threads = []
     for n in range(CLIENTS):
         if n < SUBSCRIBERS:
             target: Any = lambda: subscriber(lokid.socket, project, stop)  # noqa: E731
         else:
-            target = Agent(n, lokid.socket, project, ledger).run
+            target = Agent(n, lokid.socket, project, ledger, round_).run
             target = (lambda run: lambda: run(stop))(target)
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
@@ -333,29 +336,38 @@ def check_events(keeper: Keeper, tasks: dict[str, str], ledger: Ledger) -> None:
     wait_until(settled, 30, f"event counts {dict(keeper.topics)} to reach {expect}")
 
 
-@pytest.mark.parametrize("round_", range(3))
-def test_sigkill_during_load_loses_nothing_acknowledged(tmp_short, project, round_):
-    """Kill -9 at a random moment of the 200-client load; every ack survives the restart."""
-    lokid = Lokid(tmp_short, env={"LOKID_LOG_LEVEL": "warning"}).start()
-    ledger, stop = Ledger(), threading.Event()
-    try:
-        threads = run_load(lokid, project, ledger, stop)
-        moment = random.Random(round_).uniform(1.0, 5.0)
-        wait_until(lambda: len(ledger.acked) > 50, 60, "the load to get going")
-        time.sleep(moment)  # a random moment of the load: the point of the test
-        lokid.proc.send_signal(signal.SIGKILL)
-        lokid.proc.wait(10)
-        stop.set()
-        join_all(threads)
-    finally:
-        lokid.kill()
-    restarted = Lokid(tmp_short, env={"LOKID_LOG_LEVEL": "warning"}).start()
-    try:
-        assert len(ledger.acked) > 50
-        tasks = check_database(restarted, project, ledger)
-        wait_views(project, tasks)
-    finally:
-        restarted.kill()
+ROUNDS = 3
+
+
+def test_sigkill_during_load_loses_nothing_acknowledged(tmp_short, project):
+    """Kill -9 at a random moment of the 200-client load, restart, check; three times over
+    the same database, so each round also recovers what the previous crash left."""
+    ledger = Ledger()
+    rng = random.Random(9)
+    for round_ in range(ROUNDS):
+        lokid = Lokid(tmp_short, env={"LOKID_LOG_LEVEL": "warning"}).start()
+        stop = threading.Event()
+        try:
+            goal = len(ledger.acked) + 50
+            threads = run_load(lokid, project, ledger, stop, round_)
+            wait_until(lambda: len(ledger.acked) > goal, 60, "the load to get going")  # noqa: B023
+            time.sleep(rng.uniform(0.5, 4.0))  # a random moment of the load: the point of it
+            lokid.proc.send_signal(signal.SIGKILL)
+            lokid.proc.wait(10)
+            stop.set()
+            join_all(threads)
+        finally:
+            lokid.kill()
+        stale_lock = left_a_lock(project)
+        restarted = Lokid(tmp_short, env={"LOKID_LOG_LEVEL": "warning"}).start()
+        try:
+            tasks = check_database(restarted, project, ledger)
+            if not stale_lock:  # else bug 7 (its own strict-xfail test below) stops the views
+                wait_views(project, tasks)
+            assert "internal error" not in restarted.log()
+        finally:
+            restarted.kill()
+    assert len(ledger.acked) > ROUNDS * 50
 
 
 def test_a_cancel_by_another_client_during_load_is_never_internal(tmp_short, project):
@@ -402,3 +414,41 @@ def test_a_burst_of_200_connects_all_get_in(tmp_short):
         assert not failures, f"{len(failures)} of {CLIENTS} failed: {failures[:3]}"
     finally:
         lokid.kill()
+
+
+def left_a_lock(project: str) -> bool:
+    """Did the killed lokid leave a view lock behind (bug 7, /tmp/issue9-bugs.md)?"""
+    queue = Path(project) / ".loki" / "queue"
+    names = (".pending.lock.lockdir", ".in-progress.lock.lockdir", "pending.json.lock")
+    return any((queue / name).exists() for name in names)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (what a SIGKILLed lokid leaves in owner.pid)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.xfail(strict=True, reason="bug 7: a stale lockdir of a killed lokid kills the next")
+def test_a_lock_left_by_a_killed_lokid_does_not_kill_the_next(tmp_short, project):
+    """What SIGKILL during a view write leaves behind: the mkdir lock with the dead pid."""
+    first = Lokid(tmp_short, env={"LOKID_LOG_LEVEL": "info"}).start()
+    first.call("queue.enqueue", {"project": project, "task": {"id": "a", "type": "eng"}})
+    queue = Path(project) / ".loki" / "queue"
+    wait_until(lambda: (queue / "pending.json").exists(), 20, "the first views")
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(10)
+    lockdir = queue / ".pending.lock.lockdir"
+    lockdir.mkdir(exist_ok=True)
+    (lockdir / "owner.pid").write_text(f"{dead_pid()}\n")
+    (queue / "pending.json").write_text("[]")  # changed since: the restart must look at it
+    second = Lokid(tmp_short, env={"LOKID_LOG_LEVEL": "info"}).start()
+    try:
+        second.call("queue.enqueue", {"project": project, "task": {"id": "b", "type": "eng"}})
+        tasks = {"a": "pending", "b": "pending"}
+        wait_until(lambda: not views_differ(project, tasks), 10, "views written past the lock")
+        time.sleep(6)  # past the 5 s lock timeout that used to end the daemon
+        assert second.proc.poll() is None, second.log()[-3000:]
+    finally:
+        second.kill()
