@@ -452,3 +452,51 @@ def test_a_lock_left_by_a_killed_lokid_does_not_kill_the_next(tmp_short, project
         assert second.proc.poll() is None, second.log()[-3000:]
     finally:
         second.kill()
+
+
+BATCH = 2000
+
+
+def batches(
+    socket: Path, project: str, acked: list[int], stop: threading.Event, first: int
+) -> None:
+    """enqueue_many of BATCH tasks over and over; the batch numbers acknowledged go in `acked`."""
+    with contextlib.suppress(Exception), Client.connect(socket, timeout=60) as c:
+        for n in range(first, first + 10**6):
+            if stop.is_set():
+                return
+            tasks = [
+                {"id": f"b{n}-{i}", "type": "bulk", "payload": {"b": n, "i": i}}
+                for i in range(BATCH)
+            ]
+            c.call("queue.enqueue_many", {"project": project, "tasks": tasks})
+            acked.append(n)
+
+
+def test_sigkill_during_enqueue_many_is_all_or_nothing(tmp_short, project):
+    """A batch is one transaction: after a kill each batch is whole or absent, never partial."""
+    rng = random.Random(7)
+    acked: list[int] = []
+    for round_ in range(ROUNDS):
+        lokid = Lokid(tmp_short, env={"LOKID_LOG_LEVEL": "warning"}).start()
+        stop = threading.Event()
+        before = len(acked)
+        args = (lokid.socket, project, acked, stop, round_ * 10**6)
+        thread = threading.Thread(target=batches, args=args)
+        thread.start()
+        wait_until(lambda: len(acked) > before, 60, "a first batch")  # noqa: B023
+        time.sleep(rng.uniform(0.05, 1.0))
+        lokid.proc.send_signal(signal.SIGKILL)
+        lokid.proc.wait(10)
+        stop.set()
+        thread.join(30)
+    restarted = Lokid(tmp_short, env={"LOKID_LOG_LEVEL": "warning"}).start()
+    try:
+        sizes = Counter(task_id.split("-")[0] for task_id in all_tasks(restarted, project))
+        assert all(size == BATCH for size in sizes.values()), {
+            b: n for b, n in sizes.items() if n != BATCH
+        }
+        assert all(f"b{n}" in sizes for n in acked), "an acknowledged batch is missing"
+        assert len(acked) >= ROUNDS
+    finally:
+        restarted.kill()
