@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -277,3 +278,21 @@ def run_state(lokid: Lokid, project: Path) -> str | None:
     except DaemonError:
         return None
     return run["state"] if run else "none"
+
+
+# -- a Loki Mode tool holding the queue lock ------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="bug 8: LockTimeout in queue.import answers internal")
+def test_import_while_another_process_holds_the_lock_is_a_clear_error(lokid, project):
+    """A live process (this test) holds pending.json's mkdir lock past lokid's 5 s timeout."""
+    enqueue(lokid, project, 0)
+    lockdir = project / ".loki" / "queue" / ".pending.lock.lockdir"
+    lockdir.mkdir(parents=True, exist_ok=True)
+    (lockdir / "owner.pid").write_text(f"{os.getpid()}\n")
+    try:
+        result = code_of(lambda: lokid.call("queue.import", {"project": str(project)}))
+        assert lokid.call("ping") and lokid.proc.poll() is None
+    finally:
+        shutil.rmtree(lockdir, ignore_errors=True)
+    assert result in ("unavailable", "conflict"), result
