@@ -63,3 +63,8 @@ class Cancelled(LokidError):
 
 class TooLarge(LokidError):
     code = "too_large"
+
+
+def unavailable_file(what: str, exc: OSError) -> Unavailable:
+    """An OS error on lokid's own files (read-only, disk full) as a clear client error."""
+    return Unavailable(f"cannot {what}: {exc.strerror or exc}", {"errno": exc.errno})

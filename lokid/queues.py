@@ -5,6 +5,7 @@ breakers half-open for every project."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,7 @@ import msgspec
 import trio
 
 from lokid.breakers import CONFIG_PATH, BreakerConfigs, ConfigError, load_config
-from lokid.errors import NotFound
+from lokid.errors import NotFound, Unavailable, unavailable_file
 from lokid.files.views import BREAKERS, VIEW_FILES, ViewWriter
 from lokid.projects import Project
 from lokid.queue import Queue
@@ -46,7 +47,13 @@ class QueueArea:
         if not Path(project.path).is_dir():
             raise NotFound(f"project folder {project.path} does not exist")
         settings = self.daemon.settings
-        store = SqliteStore(project.loki / "state" / "lokid.db", settings.durability)
+        db_path = project.loki / "state" / "lokid.db"
+        try:
+            store = SqliteStore(db_path, settings.durability)
+        except OSError as exc:
+            raise unavailable_file(f"open {db_path}", exc) from exc
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot open {db_path}: {exc}") from exc
         config = self._read_config(project, None)
         hub = self.daemon.hub
 

@@ -7,6 +7,12 @@
 - Bun (`loki-ts/src/util/atomic.ts`): an O_EXCL file `<file>.lock` holding a
   pid, used for `queue/pending.json.lock`.
 
+Stale locks: Loki Mode breaks one whose pid is dead *and* that is over 30 s
+old. lokid breaks one whose recorded pid is dead at once (a live holder's pid
+is alive, so this is safe, and a lokid restarted by its supervisor right after
+a crash must not wait on its own dead lock), and a lock with no readable pid
+once it is a few seconds old (the window between mkdir and writing the pid).
+
 These block (polling); call them from a worker thread, never the trio thread.
 """
 
@@ -19,20 +25,26 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from lokid.errors import Unavailable
+
 POLL = 0.05
 TIMEOUT = 5.0
-STALE_AFTER = 30.0
+NO_OWNER_STALE_AFTER = 5.0
 
 
-class LockTimeout(Exception):
+class LockTimeout(Unavailable):
     """Another tool held the lock for longer than we wait; try again later."""
 
 
-def _pid_alive(text: str) -> bool:
+def _pid(text: str) -> int | None:
     try:
         pid = int(text.strip())
     except ValueError:
-        return False
+        return None
+    return pid if pid > 0 else None
+
+
+def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -44,14 +56,14 @@ def _pid_alive(text: str) -> bool:
 
 def _stale(path: Path, owner: Path) -> bool:
     try:
-        age = time.time() - os.stat(path).st_mtime
-    except FileNotFoundError:
-        return True
-    if age <= STALE_AFTER:
-        return False
-    try:
-        return not _pid_alive(owner.read_text())
+        pid = _pid(owner.read_text())
     except (FileNotFoundError, NotADirectoryError):
+        pid = None
+    if pid is not None:
+        return not _pid_alive(pid)
+    try:
+        return time.time() - os.stat(path).st_mtime > NO_OWNER_STALE_AFTER
+    except FileNotFoundError:
         return True
 
 

@@ -68,6 +68,7 @@ class ViewWriter:
         self._busy = 0.0
         self.own_writes: dict[Path, tuple[int, int, int]] = {}
         self._retired = False
+        self._last_bad: tuple[tuple[int, int, int], str] | None = None
         self.writes = 0
 
     def mark(self, states: set[str] | frozenset[str] | list[str]) -> None:
@@ -167,7 +168,11 @@ class ViewWriter:
         try:
             entries = parse_pending(data)
         except BadFile as exc:
-            return 0, 0, self._quarantine(path, str(exc))
+            if self._last_bad is not None and self._last_bad[0] == signature(st):
+                return 0, 0, self._last_bad[1]  # this very file is in quarantine already
+            copy = self._quarantine(path, str(exc))
+            self._last_bad = (signature(st), copy)
+            return 0, 0, copy
         imported, skipped, problems = trio.from_thread.run_sync(self._import, entries)
         copy = None
         if problems:

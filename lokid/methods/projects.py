@@ -9,7 +9,7 @@ from typing import Any
 import trio
 
 from lokid.docker.runs import runs_of
-from lokid.errors import LokidError, NotFound
+from lokid.errors import LokidError, NotFound, unavailable_file
 from lokid.files import signals
 from lokid.projects import Project
 from lokid.server.dispatch import Call, Router
@@ -109,18 +109,29 @@ def _existing(call: Call, path: str) -> Project:
     return project
 
 
+def _touch(call: Call, project: str, name: str) -> None:
+    path = _existing(call, project).loki / name
+    try:
+        signals.touch(path)
+    except OSError as exc:
+        raise unavailable_file(f"create {path}", exc) from exc
+
+
 @router.method("signal.pause", ProjectParams)
 def pause(call: Call, p: ProjectParams) -> Paused:
     """Create `.loki/PAUSE`, as `loki pause` does; the watcher announces it."""
-    signals.touch(_existing(call, p.project).loki / "PAUSE")
+    _touch(call, p.project, "PAUSE")
     return Paused(True)
 
 
 @router.method("signal.resume", ProjectParams)
 def resume(call: Call, p: ProjectParams) -> Paused:
     path = _existing(call, p.project).loki / "PAUSE"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    except OSError as exc:
+        raise unavailable_file(f"remove {path}", exc) from exc
     return Paused(False)
 
 
@@ -128,5 +139,5 @@ def resume(call: Call, p: ProjectParams) -> Paused:
 def stop(call: Call, p: ProjectParams) -> Stopping:
     """Create `.loki/STOP`: Loki Mode stops at its next check, and lokid stops the
     project's container run after the grace period."""
-    signals.touch(_existing(call, p.project).loki / "STOP")
+    _touch(call, p.project, "STOP")
     return Stopping(True)

@@ -8,11 +8,13 @@ views are written from the stored documents without re-encoding.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lokid.errors import Unavailable
 from lokid.store.base import BreakerRow, TaskRow
 
 SCHEMA_VERSION = 1
@@ -121,16 +123,29 @@ class SqliteStore:
             finally:
                 self._depth -= 1
             return
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from exc
         self._depth = 1
         try:
             yield
-        except BaseException:
-            self._depth = 0
-            self._db.execute("ROLLBACK")
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self._unavailable(exc) from exc
             raise
-        self._depth = 0
-        self._db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    def _unavailable(self, exc: sqlite3.OperationalError) -> Unavailable:
+        """A full disk, an I/O error or a read-only file: the client is told, nothing is
+        half-done (the transaction was rolled back), and lokid carries on."""
+        return Unavailable(
+            f"the state database {self.path}: {exc}", {"sqlite": exc.sqlite_errorname}
+        )
 
     def close(self) -> None:
         self._db.close()

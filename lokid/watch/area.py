@@ -160,12 +160,16 @@ class WatchArea:
             else:
                 todo[(project.path, meaning)] = (project, Path(path))
         for (_, meaning), (project, path) in todo.items():
-            try:
-                await self._react(project, meaning, path)
-            except LokidError as exc:
-                log.info("reacting to %s: %s", path, exc.message)
-            except Exception:
-                log.exception("reacting to %s failed", path)
+            await self._react_safely(project, meaning, path)
+
+    async def _react_safely(self, project: Project, meaning: Meaning, path: Path) -> None:
+        """One project's files must never stop the watcher, let alone the daemon."""
+        try:
+            await self._react(project, meaning, path)
+        except LokidError as exc:
+            log.warning("reacting to %s: %s", path, exc.message)
+        except Exception:
+            log.exception("reacting to %s failed", path)
 
     async def _look_inside(self, project: Project) -> None:
         """A folder just put under watch: what it already holds counts as having appeared,
@@ -176,10 +180,7 @@ class WatchArea:
         for parts, meaning in found:
             path = project.loki.joinpath(*parts)
             if path.exists():
-                try:
-                    await self._react(project, meaning, path)
-                except LokidError as exc:
-                    log.info("looking at %s: %s", path, exc.message)
+                await self._react_safely(project, meaning, path)
 
     # -- reactions -----------------------------------------------------------------------
 
