@@ -118,8 +118,8 @@ def test_a_read_only_loki_keeps_lokid_up_and_loses_nothing(lokid, project, tmp_s
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="bug 5: EROFS under .loki answers internal")
 def test_a_read_only_loki_folder_is_a_clear_error(lokid, project, tmp_short):
+    """Bug 5 (fixed in 25f66be): EROFS under .loki used to answer `internal`."""
     enqueue(lokid, project, 0)
     fresh = tmp_short / "fresh"
     (fresh / ".loki").mkdir(parents=True)
@@ -181,8 +181,8 @@ def test_a_full_disk_keeps_lokid_up_and_loses_nothing(lokid, project):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="bug 6: SQLITE_FULL answers internal")
 def test_a_full_disk_is_a_clear_error(lokid, project):
+    """Bug 6 (fixed in 25f66be): SQLITE_FULL used to answer `internal`."""
     with small_disk(project):
         enqueue(lokid, project, 0)
         fill(project)
@@ -283,9 +283,10 @@ def run_state(lokid: Lokid, project: Path) -> str | None:
 # -- a Loki Mode tool holding the queue lock ------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="bug 8: LockTimeout in queue.import answers internal")
 def test_import_while_another_process_holds_the_lock_is_a_clear_error(lokid, project):
-    """A live process (this test) holds pending.json's mkdir lock past lokid's 5 s timeout."""
+    """A live process (this test) holds pending.json's mkdir lock past lokid's 5 s timeout.
+
+    Bug 8 (fixed in 25f66be): the LockTimeout used to answer `internal`."""
     enqueue(lokid, project, 0)
     lockdir = project / ".loki" / "queue" / ".pending.lock.lockdir"
     lockdir.mkdir(parents=True, exist_ok=True)
