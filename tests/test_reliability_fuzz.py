@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,8 +37,11 @@ REPLY_WAIT = 8.0  # a loaded 2-core machine can be slow; a silent daemon after t
 FIRST_WAIT = 1.0
 RSS_GROWTH_LIMIT_KIB = 150 * 1024
 
+# A longer hunt: LOKID_FUZZ_SCALE=20 multiplies the examples (the default keeps this file
+# well under a minute, as part of `make test`).
+SCALE = max(1, int(os.environ.get("LOKID_FUZZ_SCALE", "1")))
 SETTINGS = settings(
-    max_examples=300,
+    max_examples=300 * SCALE,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     derandomize=False,
@@ -278,7 +282,7 @@ def test_random_params_to_every_method(target):
 
 
 def run_valid_envelopes(target: Target) -> None:
-    @settings(SETTINGS, max_examples=1000)  # cheap: ~5 ms each
+    @settings(SETTINGS, max_examples=1000 * SCALE)  # cheap: ~5 ms each
     @given(req=valid_requests(target.project))
     def fuzz(req: tuple[str, Any]) -> None:
         method, params = req
