@@ -77,11 +77,15 @@ def parse_config(text: str, source: str = "circuit-breakers.yaml") -> BreakerCon
 
 def load_config(path: Path) -> BreakerConfigs:
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         return BreakerConfigs()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     return parse_config(text, str(path))
 
 

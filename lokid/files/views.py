@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +23,9 @@ from typing import Any
 
 import trio
 
+from lokid.errors import LokidError, Unavailable
 from lokid.files.atomic import signature, write_atomic
-from lokid.files.locks import LockTimeout, queue_file_lock
+from lokid.files.locks import queue_file_lock
 from lokid.files.pending import BadFile, parse_pending, quarantine
 from lokid.store.sqlite import read_view
 
@@ -124,7 +126,7 @@ class ViewWriter:
             if state in dirty:
                 try:
                     self._write_state(state)
-                except (LockTimeout, OSError) as exc:
+                except (LokidError, OSError) as exc:
                     log.warning(
                         "could not write %s.json in %s: %s; will retry", state, self.loki, exc
                     )
@@ -164,6 +166,10 @@ class ViewWriter:
             return 0, 0, None
         if only_if_changed and self.own_writes.get(path) == signature(st):
             return 0, 0, None
+        if not stat.S_ISREG(st.st_mode):
+            raise Unavailable(
+                f"{path} is not a regular file; Loki Mode's tools cannot use it either"
+            )
         data = path.read_bytes()
         try:
             entries = parse_pending(data)

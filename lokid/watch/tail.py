@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ class Tail:
             return []
         try:
             st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return []  # a folder (or worse) where the log should be: nothing to read
             if st.st_ino != self._ino or st.st_size < self._offset:
                 # Rotated (a new file) or truncated: read the new content from its start.
                 self._ino, self._offset, self._partial = st.st_ino, 0, b""
