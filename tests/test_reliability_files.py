@@ -127,19 +127,12 @@ def test_hostile_bytes_in_every_watched_file(daemon):
     for task_id in acked:
         assert lokid.call("queue.get", p | {"id": task_id})["state"]
     errors = [line for line in lokid.log().splitlines() if " ERROR " in line]
-    unknown = [line for line in errors if not any(bug in line for bug in KNOWN_BUG_9)]
-    assert not unknown, "\n".join(unknown[:3])
+    assert not errors, "\n".join(errors[:3])
 
 
-# Bug 9 (/tmp/issue9-bugs.md), tested strictly below: these two are logged as errors for now.
-KNOWN_BUG_9 = ("IsADirectoryError: [Errno 21] Is a directory", "UnicodeDecodeError: 'utf-8'")
-
-
-@pytest.mark.xfail(
-    strict=True, reason="bug 9: non-UTF-8 breaker YAML / pending.json folder: internal"
-)
 @pytest.mark.parametrize("case", ["yaml not utf-8", "pending.json a folder"])
 def test_bad_files_answer_clear_errors(tmp_short, case):
+    """Bug 9 (fixed in 8f3c31a): both used to answer `internal`."""
     project = tmp_short / "proj"
     (project / ".loki" / "config").mkdir(parents=True)
     lokid = Lokid(tmp_short, env={"LOKID_LOG_LEVEL": "info"}).start()

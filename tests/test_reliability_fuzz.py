@@ -144,7 +144,10 @@ def target() -> Iterator[Target]:
     ).start()
     lokid.call(
         "queue.enqueue_many",
-        {"project": str(project), "tasks": [{"id": f"t{i}", "type": "eng"} for i in range(20)]},
+        {
+            "project": str(project),
+            "tasks": [{"id": f"t{i}", "type": "eng", "payload": {"i": i}} for i in range(20)],
+        },
     )
     t = Target(lokid, project)
     try:
@@ -478,3 +481,33 @@ def test_a_too_long_project_path_is_a_clear_error(target, method):
     with pytest.raises(DaemonError) as err:
         target.lokid.call(method, {"project": str(target.project) + "/" + "a" * 5000})
     assert err.value.code in {"invalid_params", "not_found"}, err.value
+
+
+def test_every_method_cancelled_at_once(target):
+    """Each request chased by its own `$/cancel`: an answer always comes (cancelled or the real
+    one), never `internal`, and the daemon's state stays readable."""
+    pid, before = target.reset()
+
+    @settings(SETTINGS, max_examples=200 * SCALE)
+    @given(req=valid_requests(target.project))
+    def fuzz(req: tuple[str, Any]) -> None:
+        method, params = req
+        target.msgid += 1
+        target.ready(req)
+        conn = target.fresh()
+        request = frame(msgspec.msgpack.encode([0, target.msgid, method, params]))
+        cancel = frame(msgspec.msgpack.encode([2, "$/cancel", {"id": target.msgid}]))
+        if conn.send(request + cancel):
+            target.check(conn.reply_to(target.msgid, REPLY_WAIT), req)
+
+    with Bystander(target.lokid.socket) as bystander:
+        fuzz()
+        stats = target.lokid.call("queue.stats", {"project": str(target.project)})
+    assert set(stats["states"]) == {
+        "pending",
+        "in-progress",
+        "completed",
+        "dead-letter",
+        "cancelled",
+    }
+    verdict(target, bystander, pid, before)
