@@ -6,6 +6,9 @@ Waits poll for a condition with a deadline; none sleeps and hopes.
 from __future__ import annotations
 
 import os
+import pwd
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -14,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from signal import SIGTERM
 from typing import Any
+
+import msgspec
 
 from lokictl import Client
 
@@ -113,3 +118,34 @@ def lokictl(lokid: Lokid, cwd: Path, *args: str) -> subprocess.CompletedProcess[
         text=True,
         timeout=30,
     )
+
+
+def ping_as(uid: int, path: Path) -> str:
+    """Connect and ping from a forked child running as `uid`; say what happened."""
+    read_end, write_end = os.pipe()
+    body = msgspec.msgpack.encode([0, 1, "ping", {}])
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        outcome = b"?"
+        try:
+            os.setgroups([])
+            os.setgid(pwd.getpwuid(uid).pw_gid)
+            os.setuid(uid)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(10)
+            sock.connect(str(path))
+            sock.sendall(struct.pack(">I", len(body)) + body)
+            outcome = b"answered" if sock.recv(100) else b"closed"
+        except (ConnectionResetError, BrokenPipeError):
+            outcome = b"closed"
+        except PermissionError:
+            outcome = b"permission denied"
+        except BaseException as exc:
+            outcome = repr(exc).encode()
+        finally:
+            os.write(write_end, outcome)
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        return pipe.read().decode()

@@ -5,11 +5,9 @@ import os
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
 
-import msgspec
 import pytest
 import trio
 
@@ -18,7 +16,7 @@ from lokid.errors import Conflict
 from lokid.server.dispatch import Router
 from lokid.server.listener import Listener
 from lokid.settings import Settings
-from support import Lokid, wait_until
+from support import Lokid, ping_as, wait_until
 
 
 def mode(path) -> int:
@@ -127,39 +125,9 @@ def test_another_uid_is_refused(lokid):
     for folder in (lokid.root, lokid.socket.parent):
         os.chmod(folder, 0o755)
     os.chmod(lokid.socket, 0o666)
-    assert connect_as(65534, lokid.socket) == "closed without a reply"
+    assert ping_as(65534, lokid.socket) == "closed"
     wait_until(lambda: "refused a connection from uid 65534" in lokid.log(), what="the log line")
     assert lokid.call("ping")
-
-
-def connect_as(uid: int, path) -> str:
-    """Connect and ping from a forked child that dropped to `uid`; say what happened."""
-    read_end, write_end = os.pipe()
-    body = msgspec.msgpack.encode([0, 1, "ping", {}])
-    ping = struct.pack(">I", len(body)) + body
-    pid = os.fork()
-    if pid == 0:  # child: never returns into pytest
-        outcome = b"?"
-        try:
-            os.setgid(uid)
-            os.setuid(uid)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(10)
-            sock.connect(str(path))
-            sock.sendall(ping)
-            answered = sock.recv(100)
-            outcome = b"answered" if answered else b"closed without a reply"
-        except (ConnectionResetError, BrokenPipeError):
-            outcome = b"closed without a reply"
-        except BaseException as exc:
-            outcome = repr(exc).encode()
-        finally:
-            os.write(write_end, outcome)
-            os._exit(0)
-    os.close(write_end)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_end, "rb") as pipe:
-        return pipe.read().decode()
 
 
 def test_internal_errors_carry_an_id_and_no_traceback(tmp_short, caplog):

@@ -10,8 +10,6 @@ import contextlib
 import json
 import os
 import pwd
-import socket
-import struct
 import subprocess
 import sys
 import uuid
@@ -19,12 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from dockerenv import DockerEnv, docker_env, engine
 
 from lokictl import DaemonError
-from support import Lokid, wait_until
+from support import Lokid, ping_as, wait_until
 
 __all__ = ["docker_env", "engine"]  # session fixtures used here
 
@@ -79,37 +76,6 @@ def other_uid() -> Iterator[int]:
     finally:
         if created:
             subprocess.run(["userdel", PROBE_USER], check=False)
-
-
-def ping_as(uid: int, path: Path) -> str:
-    """Connect and ping from a forked child running as `uid`; say what happened."""
-    read_end, write_end = os.pipe()
-    body = msgspec.msgpack.encode([0, 1, "ping", {}])
-    pid = os.fork()
-    if pid == 0:  # the child never returns into pytest
-        outcome = b"?"
-        try:
-            os.setgroups([])
-            os.setgid(pwd.getpwuid(uid).pw_gid)
-            os.setuid(uid)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(10)
-            sock.connect(str(path))
-            sock.sendall(struct.pack(">I", len(body)) + body)
-            outcome = b"answered" if sock.recv(100) else b"closed"
-        except (ConnectionResetError, BrokenPipeError):
-            outcome = b"closed"
-        except PermissionError:
-            outcome = b"permission denied"
-        except BaseException as exc:
-            outcome = repr(exc).encode()
-        finally:
-            os.write(write_end, outcome)
-            os._exit(0)
-    os.close(write_end)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_end, "rb") as pipe:
-        return pipe.read().decode()
 
 
 def test_another_user_cannot_use_the_socket(lokid, other_uid):
