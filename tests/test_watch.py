@@ -114,8 +114,11 @@ def test_a_burst_of_writes_is_imported_a_bounded_number_of_times(lokid, project,
         lambda: call(lokid, "queue.stats", project)["states"]["pending"] == 1000,
         what="all 1,000 tasks",
     )
+    # A batch closes 5 ms after the last change, and the watcher takes no new batch while an
+    # import runs, so the count depends on how fast this machine writes; ~15-60 here. The
+    # point is far fewer imports than writes.
     imports = lokid.log().count("pending.json changed in")
-    assert 1 <= imports <= 50, f"{imports} imports for 1,000 writes"
+    assert 1 <= imports <= 100, f"{imports} imports for 1,000 writes"
 
 
 def test_lokids_own_view_writes_are_not_imported(lokid, project, watched):
