@@ -24,7 +24,7 @@ from typing import Any
 import trio
 
 from lokid.errors import LokidError, Unavailable
-from lokid.files.atomic import signature, write_atomic
+from lokid.files.atomic import signature, signature_of, write_atomic
 from lokid.files.locks import queue_file_lock
 from lokid.files.pending import BadFile, parse_pending, quarantine
 from lokid.store.sqlite import read_view
@@ -41,6 +41,7 @@ VIEW_FILES = {
 BREAKERS = "breakers"
 DUTY = 4  # wait at least DUTY x the last write's cost before the next one
 RETRY_AFTER_ERROR = 1.0
+PENDING_ATTEMPTS = 5  # imports before a rewrite of pending.json, while it keeps changing
 
 
 class ViewWriter:
@@ -146,13 +147,28 @@ class ViewWriter:
         self.queue_dir.mkdir(parents=True, exist_ok=True)
         with queue_file_lock(self.queue_dir, state):
             started = time.monotonic()
-            if state == "pending":
-                self._import_external(path, only_if_changed=True)
             # completed.json: the newest N, oldest first, as Loki Mode appends.
             keep = self.completed_keep if state == "completed" else None
-            data = read_view(self._db(), state, keep)
-            self.own_writes[path] = signature(write_atomic(path, data))
+            if state != "pending":
+                written = write_atomic(path, read_view(self._db(), state, keep))
+            else:
+                written = self._write_pending(path)
+            if written is not None:
+                self.own_writes[path] = signature(written)
             self._busy += time.monotonic() - started
+
+    def _write_pending(self, path: Path) -> os.stat_result | None:
+        """Import what others added, then write the view, unless the file changed again
+        meanwhile: some of Loki Mode's tools write pending.json without taking its lock."""
+        for _ in range(PENDING_ATTEMPTS):
+            seen = signature_of(path)
+            self._import_external(path, only_if_changed=True)
+            data = read_view(self._db(), "pending")
+            written = write_atomic(path, data, still=lambda seen=seen: signature_of(path) == seen)
+            if written is not None:
+                return written
+        log.info("pending.json in %s keeps changing; the view waits for the next change", self.loki)
+        return None
 
     def _import_locked(self) -> tuple[int, int, str | None]:
         self.queue_dir.mkdir(parents=True, exist_ok=True)
