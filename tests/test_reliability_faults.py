@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dockerenv import DockerEnv, docker_env, engine
+from dockerenv import docker_env, engine
+from test_runs import spawn
 
 from lokictl import DaemonError
 from support import Lokid, wait_until
@@ -194,20 +195,6 @@ def test_a_full_disk_is_a_clear_error(lokid, project):
 # -- the Docker engine stopped and started during runs ----------------------------------------
 
 
-def spawn(engine: DockerEnv, root: Path) -> Lokid:
-    home = root / "home"
-    home.mkdir(exist_ok=True)
-    env = {
-        "DOCKER_HOST": engine.host,
-        "HOME": str(home),
-        "LOKI_DOCKER_IMAGE": engine.image,
-        "LOKID_STOP_GRACE": "5",
-        "LOKID_LOG_LEVEL": "info",
-        "ANTHROPIC_API_KEY": SECRET,
-    }
-    return Lokid(root, env=env).start()
-
-
 class QueueTraffic:
     """Queue work in a thread while the engine goes down: it must not notice."""
 
@@ -240,7 +227,7 @@ def test_engine_stopped_and_started_during_runs(engine, tmp_short):
     if not engine.own_engine:
         pytest.skip("stops the engine: only one these tests started")
     engine.publish()
-    lokid = spawn(engine, tmp_short)
+    lokid = spawn(engine, tmp_short, LOKID_LOG_LEVEL="info", ANTHROPIC_API_KEY=SECRET)
     projects = [tmp_short / name for name in ("a", "b")]
     for path in projects:
         (path / ".loki").mkdir(parents=True)

@@ -72,8 +72,9 @@ def enqueue_many(call: Call, p: EnqueueManyParams) -> EnqueueManyResult:
 
 @router.method("queue.claim", ClaimParams)
 def claim(call: Call, p: ClaimParams) -> ClaimResult:
-    queue = _queue(call, p.project)
-    loki = call.daemon.projects.get(p.project).loki
+    project = call.daemon.projects.get(p.project)
+    queue = call.daemon.queues.open(project)
+    loki = project.loki
     # Read from disk, not from the watcher's last news: never a claim after STOP/PAUSE.
     if signals.is_stopping(loki):
         return ClaimResult(task=None, stopped=True)
