@@ -35,7 +35,7 @@ def next_topic(client, topic: str, timeout: float = 10, where=lambda data: True)
     deadline = time.monotonic() + timeout
     while True:
         event = client.next_event(timeout=max(0.1, deadline - time.monotonic()))
-        if event["topic"] == topic and where(event["data"]):
+        if topic in (event["topic"], "*") and where(event["data"]):
             return event
 
 
@@ -301,3 +301,64 @@ def test_a_signal_made_right_after_adding_a_project_is_not_lost(lokid, project):
         client.call("project.add", {"path": str(project)})
         (project / ".loki" / "PAUSE").touch()  # at once, no waiting for the watcher
         assert next_topic(client, "signal.pause")["data"] == {"file": "PAUSE"}
+
+
+def _inotify_inodes(pid: int) -> set[int]:
+    """The inodes of every folder the process has an inotify watch on (Linux fdinfo)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        for line in info.splitlines():
+            if line.startswith("inotify "):
+                fields = dict(word.split(":", 1) for word in line.split()[1:])
+                inodes.add(int(fields["ino"], 16))
+    return inodes
+
+
+def test_the_database_folder_is_not_watched(lokid, project, watched):
+    """Every commit writes `.loki/state/lokid.db-wal`; a watch on that folder would wake
+    the watcher each time. Its one file of interest is polled instead (see the PRD test)."""
+    call(lokid, "queue.enqueue", project, task={"type": "eng", "payload": {}})
+    (project / ".loki" / "signals" / "HUMAN_INPUT").write_text("go")
+    next_topic(watched, "signal.human-input")
+    watched_inodes = _inotify_inodes(lokid.proc.pid)
+    loki = project / ".loki"
+    assert {loki.stat().st_ino, (loki / "signals").stat().st_ino} <= watched_inodes
+    assert (loki / "state" / "lokid.db").exists()
+    assert (loki / "state").stat().st_ino not in watched_inodes
+
+
+def test_a_folder_made_later_is_watched_from_its_first_file(project, watched):
+    """The folder's first file is written before its watch can exist; it still counts,
+    and so do later changes in it."""
+    config = project / ".loki" / "config"
+    config.mkdir()
+    (config / "circuit-breakers.yaml").write_text("defaults: {failureThreshold: many}\n")
+    assert "failureThreshold" in next_topic(watched, "config.invalid")["data"]["error"]
+    (config / "circuit-breakers.yaml").write_text("defaults: {failureThreshold: 2}\n")
+    next_topic(watched, "config.reloaded")
+    shutil.rmtree(project / ".loki" / "signals")
+    (project / ".loki" / "signals").mkdir()
+    (project / ".loki" / "signals" / "BUDGET_EXCEEDED").write_text("{}")
+    assert next_topic(watched, "signal.budget-exceeded")["data"]["present"] is True
+
+
+def test_what_changes_while_the_watcher_restarts_is_caught_up(lokid, project, watched, tmp_short):
+    """Adding a project restarts the watcher; lines appended meanwhile to another
+    project's events.jsonl each become exactly one event, in order."""
+    log = project / ".loki" / "events.jsonl"
+    for i in range(6):
+        (tmp_short / f"other{i}" / ".loki").mkdir(parents=True)
+        lokid.call("project.add", {"path": str(tmp_short / f"other{i}")})
+        with open(log, "a") as f:  # at once: while the watcher restarts
+            f.write(json.dumps({"type": "step", "i": i}) + "\n")
+    seen = [next_topic(watched, "loki.step")["data"]["i"] for _ in range(6)]
+    assert seen == list(range(6))
+    (project / ".loki" / "PAUSE").touch()  # a marker: no step may come twice before it
+    while (event := next_topic(watched, "*"))["topic"] != "signal.pause":
+        assert event["topic"] != "loki.step", event

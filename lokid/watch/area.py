@@ -1,13 +1,17 @@
 """One watchfiles watcher for every watched project's `.loki/`, and the reactions.
 
-The watcher restarts when the set of folders changes (a project added or
-removed, a `.loki/` created or deleted) and stops within one `step` on
-shutdown: it is always handed a stop event, since cancelling watchfiles
-without one waits up to its five-second rust timeout. A prober looks at each
-project folder once a second, so a folder that disappears is marked missing
-instead of breaking the watcher, and is watched again when it comes back.
-lokid's own writes (the queue views) are recognised and not taken as outside
-edits.
+It watches `.loki/` and the few folders in it whose files have a meaning,
+each on its own: never `.loki/state/`, where lokid's database lives, since a
+watch there would wake the watcher on every commit. The watcher restarts
+when the set of folders changes (a project added or removed, a `.loki/` or
+one of its folders created or deleted), and then catches up on what changed
+while it was down (see ledger.py). It stops within one `step` on shutdown:
+it is always handed a stop event, since cancelling watchfiles without one
+waits up to its five-second rust timeout. A prober looks at each project
+folder once a second, so a folder that disappears is marked missing instead
+of breaking the watcher, and is watched again when it comes back; it also
+polls the one file of `.loki/state/` that has a meaning. lokid's own writes
+(the queue views) are recognised and not taken as outside edits.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from lokid.docker.runs import Runs, runs_of
 from lokid.errors import LokidError, Unavailable
 from lokid.files import signals
 from lokid.projects import Project
-from lokid.watch.meaning import Kind, Meaning, classify, inside, signal_topic
+from lokid.watch.ledger import Ledger
+from lokid.watch.meaning import FOLDERS, POLLED, Kind, Meaning, classify, inside, signal_topic
 from lokid.watch.tail import Tail
 from lokid.wire.messages import UNDECODABLE
 
@@ -55,7 +60,8 @@ class WatchArea:
         self._tails: dict[str, Tail] = {}
         self._seen: dict[str, tuple[bool, bool]] = {}  # path -> (exists, has .loki)
         self._stopping_runs: set[str] = set()
-        self._watching: frozenset[str] = frozenset()  # the .loki folders being watched
+        self._watching: frozenset[str] = frozenset()  # the folders being watched
+        self._ledger = Ledger()
         self.batches = 0
         daemon.services.append(self.run)
         daemon.services.append(self.probe)
@@ -68,17 +74,27 @@ class WatchArea:
         self._restart.set()
 
     def _targets(self) -> dict[str, Project]:
-        return {str(p.loki): p for p in self.daemon.projects.watched() if p.loki.is_dir()}
+        """Each folder to watch -> its project: `.loki/`, and those of FOLDERS that exist."""
+        targets: dict[str, Project] = {}
+        for project in self.daemon.projects.watched():
+            if project.loki.is_dir():
+                targets[str(project.loki)] = project
+                for name in sorted(FOLDERS):
+                    if (folder := project.loki / name).is_dir():
+                        targets[str(folder)] = project
+        return targets
 
     async def run(self, daemon: Daemon) -> None:
         while not daemon.stopping:
             self._restart = trio.Event()
             targets = self._targets()
-            fresh = [p for loki, p in targets.items() if loki not in self._watching]
+            projects = {project.path: project for project in targets.values()}
+            fresh = {path for path, p in projects.items() if str(p.loki) not in self._watching}
             self._watching = frozenset(targets)
-            for loki, project in targets.items():
+            self._ledger.keep(projects)
+            for project in projects.values():
                 if project.path not in self._tails:
-                    tail = self._tails[project.path] = Tail(Path(loki) / "events.jsonl")
+                    tail = self._tails[project.path] = Tail(project.loki / "events.jsonl")
                     tail.start_at_end()
             if not targets:
                 await self._wait_restart_or_stop()
@@ -97,7 +113,7 @@ class WatchArea:
             nursery.start_soon(first, self._restart.wait)
             nursery.start_soon(first, self.daemon.wait_stopping)
 
-    async def _watch(self, targets: dict[str, Project], fresh: list[Project]) -> None:
+    async def _watch(self, targets: dict[str, Project], fresh: set[str]) -> None:
         stop = anyio.Event()
 
         def wanted(change: watchfiles.Change, path: str) -> bool:
@@ -111,6 +127,7 @@ class WatchArea:
                     debounce=self.debounce_ms,
                     step=self.step_ms,
                     stop_event=stop,
+                    recursive=False,
                     ignore_permission_denied=True,
                 ):
                     self.batches += 1
@@ -134,9 +151,14 @@ class WatchArea:
             # its first wait; two scheduling rounds later they are in place.
             await trio.sleep(0)
             await trio.sleep(0)
-            log.info("watching %d project(s)", len(targets))
-            for project in fresh:
-                await self._look_inside(project)
+            projects = {project.path: project for project in targets.values()}
+            log.info("watching %d project(s), %d folders", len(projects), len(targets))
+            for path, project in projects.items():
+                if path in fresh:
+                    await self._look_inside(project)
+                    self._ledger.baseline(path, project.loki)
+                else:
+                    await self._catch_up(project)
 
     @staticmethod
     def _meaning(targets: dict[str, Project], path: str) -> tuple[Project, Meaning] | None:
@@ -155,8 +177,7 @@ class WatchArea:
                 continue
             project, meaning = found
             if meaning.kind is Kind.FOLDER:
-                for parts, inner in _folder_contents(Path(path)):
-                    todo[(project.path, inner)] = (project, project.loki.joinpath(*parts))
+                self.restart()  # to watch it; then what it holds is caught up on
             else:
                 todo[(project.path, meaning)] = (project, Path(path))
         for (_, meaning), (project, path) in todo.items():
@@ -164,6 +185,7 @@ class WatchArea:
 
     async def _react_safely(self, project: Project, meaning: Meaning, path: Path) -> None:
         """One project's files must never stop the watcher, let alone the daemon."""
+        self._ledger.note(project.path, project.loki, path.relative_to(project.loki).parts)
         try:
             await self._react(project, meaning, path)
         except LokidError as exc:
@@ -181,6 +203,13 @@ class WatchArea:
             path = project.loki.joinpath(*parts)
             if path.exists():
                 await self._react_safely(project, meaning, path)
+
+    async def _catch_up(self, project: Project, only: Iterable[tuple[str, ...]] | None = None):
+        """React to what changed while nobody watched (a restart, an unwatched folder)."""
+        for parts in self._ledger.changes(project.path, project.loki, only):
+            meaning = classify(parts)
+            if meaning is not None:
+                await self._react_safely(project, meaning, project.loki.joinpath(*parts))
 
     # -- reactions -----------------------------------------------------------------------
 
@@ -278,6 +307,8 @@ class WatchArea:
     async def probe(self, daemon: Daemon) -> None:
         while True:
             self.look()
+            for project in self.daemon.projects.watched():
+                await self._catch_up(project, POLLED)
             await trio.sleep(PROBE_INTERVAL)
 
     def look(self) -> None:
