@@ -135,11 +135,10 @@ def test_a_read_only_loki_folder_is_a_clear_error(lokid, project, tmp_short):
 def fill(folder: Path) -> Path:
     """Write a file in `folder` until the filesystem says ENOSPC; return it (to free space)."""
     filler = folder / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: closing has nothing to flush
         try:
-            while True:
-                f.write(b"x" * 65536)
-                f.flush()
+            while f.write(b"x" * 65536):
+                pass
         except OSError:
             pass
     return filler
