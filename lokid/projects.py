@@ -125,6 +125,9 @@ class Projects:
 
     def get(self, path: str) -> Project:
         """The project at `path`. Naming an existing folder adds it to the watched set."""
+        project = self._by_path.get(path)
+        if project is not None and project.watched:
+            return project  # the hot path: its path was checked when it became known
         project = self._known(check_project_path(path))
         if not project.watched and project.exists():
             project.watched = True

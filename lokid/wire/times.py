@@ -3,13 +3,22 @@
 import time
 from datetime import UTC, datetime
 
+_last_second: tuple[int, str] = (-1, "")
+
 
 def iso(ts: float) -> str:
-    """Epoch seconds to `2026-11-21T05:34:24.123Z` (millisecond precision)."""
+    """Epoch seconds to `2026-11-21T05:34:24.123Z` (millisecond precision).
+
+    Every queue transition stamps a time or two; the formatted second is reused
+    while it lasts (strftime is most of the cost).
+    """
+    global _last_second
     whole = int(ts // 1)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + (
-        f".{int((ts - whole) * 1000):03d}Z"
-    )
+    second, text = _last_second
+    if second != whole:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _last_second = (whole, text)
+    return f"{text}.{int((ts - whole) * 1000):03d}Z"
 
 
 def iso_or_none(ts: float | None) -> str | None:
