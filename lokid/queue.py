@@ -15,13 +15,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from lokid.breakers import BreakerConfigs, Breakers
 from lokid.domain.queue import (
-    better,
     decide_failure,
     idempotency_key,
     normalize_priority,
@@ -87,6 +86,9 @@ class Queue:
         self._counts: Counter[tuple[str, str]] = Counter(
             {(state, task_type): n for state, task_type, n in store.counts()}
         )
+        # Ids some task depends on: most completions release nobody and skip the update.
+        # A superset is harmless (it only costs that update), so it never shrinks.
+        self._depended_on: set[str] = store.depended_on()
         self._delta_counts: Counter[tuple[str, str]] = Counter()
         self._delta_leases: dict[str, float | None] = {}
         self.breakers = Breakers(store, self._emit, self._touch, breaker_config)
@@ -109,12 +111,16 @@ class Queue:
         self.breakers.commit()
         self._counts.update(self._delta_counts)
         self._delta_counts.clear()
+        soonest = None
         for task_id, until in self._delta_leases.items():
             if until is None:
                 self._leases.pop(task_id, None)
             else:
                 self._leases[task_id] = until
+                soonest = until if soonest is None else min(soonest, until)
         self._delta_leases.clear()
+        if soonest is not None:
+            self._lease_set(soonest)
         events, self._events = self._events, []
         dirty, self._dirty = self._dirty, set()
         for topic, data in events:
@@ -209,6 +215,7 @@ class Queue:
             extra=_encode(extras) if extras else None,
         )
         self.store.insert(row, deps, key, task.created_at)
+        self._depended_on.update(deps)
         self._delta_counts[("pending", task.type)] += 1
         self._touch("pending")
         self._emit("queue.enqueued", {"id": task_id, "type": task.type, "priority": task.priority})
@@ -219,32 +226,32 @@ class Queue:
     def claim(self, agent: str, capabilities: list[str], lease: float | None) -> ClaimResult:
         now = self.clock()
         with self.transaction():
-            best: TaskRow | None = None
-            best_probe = False
-            blocked: dict[str, Blocked] = {}
-            for task_type in dict.fromkeys(capabilities):
-                admission = self.breakers.admit(task_type, now)
-                if not admission.allowed:
-                    blocked[task_type] = Breakers.blocked(admission)
-                    continue
-                row = self.store.next_candidate(task_type, now)
-                if row is not None and better(
-                    (row.priority, row.seq), None if best is None else (best.priority, best.seq)
-                ):
-                    best, best_probe = row, admission.probe
-            if best is None:
-                return ClaimResult(task=None, blocked=blocked or None)
-            task = _decode_task(best.doc)
-            task.claimed_by = agent
-            task.claimed_at = iso(now)
-            best.claimed_by = agent
-            best.lease_until = now + (lease or task.timeout)
-            best.probe = best_probe
-            if best_probe:
-                self.breakers.probe_claimed(task.type, now)
-            self._save(best, task, "in-progress")
-            self._emit("queue.claimed", {"id": task.id, "type": task.type, "agent": agent})
-        self._lease_set(best.lease_until)
+            return self._claim(Claim(agent, capabilities, lease), now)
+
+    def _claim(self, claim: Claim, now: float) -> ClaimResult:
+        """The claim itself, inside the caller's transaction."""
+        allowed: dict[str, bool] = {}  # type -> whether its claim is a breaker's probe
+        blocked: dict[str, Blocked] = {}
+        for task_type in dict.fromkeys(claim.capabilities):
+            admission = self.breakers.admit(task_type, now)
+            if admission.allowed:
+                allowed[task_type] = admission.probe
+            else:
+                blocked[task_type] = Breakers.blocked(admission)
+        best = self.store.next_candidate(list(allowed), now) if allowed else None
+        if best is None:
+            return ClaimResult(task=None, blocked=blocked or None)
+        best_probe = allowed[best.type]
+        task = _decode_task(best.doc)
+        task.claimed_by = claim.agent
+        task.claimed_at = iso(now)
+        best.claimed_by = claim.agent
+        best.lease_until = now + (claim.lease or task.timeout)
+        best.probe = best_probe
+        if best_probe:
+            self.breakers.probe_claimed(task.type, now)
+        self._save(best, task, "in-progress")
+        self._emit("queue.claimed", {"id": task.id, "type": task.type, "agent": claim.agent})
         return ClaimResult(task=wire_task(task, best.extra))
 
     def heartbeat(self, task_id: str, agent: str, lease: float | None) -> float:
@@ -255,7 +262,6 @@ class Queue:
             row.lease_until = now + (lease or task.timeout)
             self.store.update(row)
             self._delta_leases[row.id] = row.lease_until
-        self._lease_set(row.lease_until)
         return row.lease_until
 
     def _held(self, task_id: str, agent: str) -> TaskRow:
@@ -285,7 +291,11 @@ class Queue:
 
     # -- outcomes ----------------------------------------------------------------------
 
-    def complete(self, task_id: str, agent: str, result: dict[str, Any]) -> TaskState:
+    def complete(
+        self, task_id: str, agent: str, result: dict[str, Any], then: Claim | None = None
+    ) -> TaskState:
+        """Complete a held task; with `then`, claim the agent's next one in the same
+        transaction (one commit and one round trip for a worker's whole cycle)."""
         if "decisionReport" not in result or result["decisionReport"] in (None, "", {}):
             raise InvalidParams("result.decisionReport is required; the task stays claimed")
         try:
@@ -303,18 +313,27 @@ class Queue:
             self.breakers.record_success(task.type, now, row.probe)
             row.probe = False
             self._save(row, task, "completed")
-            self.store.release_dependents(task_id)
+            if task_id in self._depended_on:
+                self.store.release_dependents(task_id)
             self._emit("queue.completed", {"id": task_id, "type": task.type, "agent": agent})
-        return TaskState(wire_task(task, row.extra), "completed")
+            claimed = None if then is None else self._claim(then, now)
+        return TaskState(wire_task(task, row.extra), "completed", claimed)
 
     def fail(
-        self, task_id: str, agent: str, error: str, retry_after: float | None = None
+        self,
+        task_id: str,
+        agent: str,
+        error: str,
+        retry_after: float | None = None,
+        then: Claim | None = None,
     ) -> TaskState:
+        """Fail a held task; `then` as for `complete`."""
         now = self.clock()
         with self.transaction():
             row = self._held(task_id, agent)
             task = self._fail_row(row, error, retry_after, now)
-        return TaskState(wire_task(task, row.extra), row.state)  # type: ignore[arg-type]
+            claimed = None if then is None else self._claim(then, now)
+        return TaskState(wire_task(task, row.extra), row.state, claimed)  # type: ignore[arg-type]
 
     def _fail_row(self, row: TaskRow, error: str, retry_after: float | None, now: float) -> Task:
         task = _decode_task(row.doc)
@@ -488,6 +507,12 @@ class Queue:
 
     def idle(self) -> bool:
         return not self._leases
+
+
+class Claim(NamedTuple):
+    agent: str
+    capabilities: list[str]
+    lease: float | None = None
 
 
 class _Transaction:

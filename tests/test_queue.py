@@ -1,13 +1,15 @@
 """One project's Queue on a real SQLite file, with an injected clock and random source."""
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from lokid.breakers import BreakerConfigs, BreakerSettings, BreakersFile
 from lokid.errors import Conflict, InvalidParams, NotFound
-from lokid.queue import Queue
+from lokid.queue import Claim, Queue
 from lokid.store.sqlite import SqliteStore
 
 T0 = 1_800_000_000.0
@@ -251,6 +253,40 @@ def test_only_the_holder_may_complete_or_fail(h):
         h.queue.fail(task_id, "thief", "x")
 
 
+def test_complete_with_claim_next_claims_in_the_same_transaction(h):
+    first, second = h.add(type="eng", priority=9), h.add(type="eng", priority=1)
+    h.claim()
+    h.events.clear()
+    done = h.queue.complete(first, "a1", REPORT, Claim("a1", ["eng"], 30.0))
+    assert done.state == "completed"
+    assert done.next.task.id == second and done.next.task.claimed_by == "a1"
+    assert h.topics() == ["queue.completed", "queue.claimed"]
+    assert h.queue.heartbeat(second, "a1", None) > 0  # held: the lease is in force
+    last = h.queue.complete(second, "a1", REPORT, Claim("a1", ["eng"]))
+    assert last.next.task is None and last.next.blocked is None
+
+
+def test_fail_with_claim_next_never_hands_back_the_failed_task_at_once(h):
+    task_id = h.add(type="eng")
+    h.claim()
+    failed = h.queue.fail(task_id, "a1", "crash", then=Claim("a1", ["eng"]))
+    assert failed.state == "pending" and failed.next.task is None  # in backoff
+    h.clock.advance(3600)
+    assert h.claim().task.id == task_id
+
+
+def test_a_refused_completion_claims_nothing(h):
+    task_id = h.add(type="eng")
+    other = h.add(type="eng")
+    h.claim(agent="owner")
+    with pytest.raises(Conflict):
+        h.queue.complete(task_id, "thief", REPORT, Claim("thief", ["eng"]))
+    with pytest.raises(InvalidParams):
+        h.queue.complete(task_id, "owner", {"output": 1}, Claim("owner", ["eng"]))
+    assert h.queue.get(other).state == "pending"
+    assert h.queue.get(task_id).state == "in-progress"
+
+
 def test_completing_a_task_cancelled_meanwhile_is_a_conflict(h):
     task_id = h.add(type="eng")
     h.claim()
@@ -446,3 +482,30 @@ def test_a_rolled_back_transaction_leaves_breakers_as_they_were(tmp_path):
         raise RuntimeError("the commit fails")
     assert h.queue.breakers.listing(h.clock.now) == before
     assert "breaker.opened" not in h.topics()
+
+
+def test_the_database_is_lokids_alone_while_it_is_open(tmp_path):
+    """A second process (say, a second lokid on the same project) is refused at once with
+    a clear error, instead of racing the first. Odd characters in the path are fine."""
+    path = tmp_path / "a b?c#d%e" / "lokid.db"
+    store = SqliteStore(path)
+    with store.transaction():
+        store.hold_key("k", "t1")
+    reader = store.reader()  # the views' reader, in this process, shares the lock
+    assert reader.execute("SELECT task_id FROM live_keys").fetchall() == [("t1",)]
+    probe = (
+        "import sys; from pathlib import Path; from lokid.errors import Unavailable\n"
+        "from lokid.store.sqlite import SqliteStore\n"
+        "try:\n    SqliteStore(Path(sys.argv[1]))\n"
+        "except Unavailable as exc:\n    print(exc.message)\n"
+    )
+    run = [sys.executable, "-c", probe, str(path)]
+    refused = subprocess.run(run, capture_output=True, text=True, timeout=30, check=True)
+    assert (
+        refused.stdout.strip()
+        == f"{path} is open in another process (another lokid serving this project?)"
+    )
+    reader.close()
+    store.close()
+    opened = subprocess.run(run, capture_output=True, text=True, timeout=30, check=True)
+    assert opened.stdout == ""

@@ -33,6 +33,60 @@ def view(project: Path, state: str) -> list:
     return json.loads(path.read_bytes()) if path.exists() else []
 
 
+def test_workers_cycling_with_claim_next_never_share_a_task(lokid, project):
+    """Each worker claims once, then completes with `claimNext` until the queue is
+    empty: every task completed exactly once, by the agent that held it."""
+    tasks = [{"type": "eng", "payload": {"n": i}} for i in range(200)]
+    call(lokid, "queue.enqueue_many", project, tasks=tasks)
+    done: dict[str, list[str]] = {}
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        with lokid.client() as c:
+            params = {"project": str(project), "agent": name}
+            task = c.call("queue.claim", {**params, "capabilities": ["eng"]})["task"]
+            while task is not None:
+                reply = c.call(
+                    "queue.complete",
+                    {**params, "id": task["id"], "result": REPORT,
+                     "claimNext": {"capabilities": ["eng"]}},
+                )  # fmt: skip
+                assert reply["state"] == "completed"
+                with lock:
+                    done.setdefault(task["id"], []).append(name)
+                task = reply["next"]["task"]
+                assert task is None or task["claimedBy"] == name
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(done) == 200 and all(len(agents) == 1 for agents in done.values())
+    assert call(lokid, "queue.stats", project)["states"]["completed"] == 200
+
+
+def test_claim_next_answers_stopped_after_stop(lokid, project):
+    call(
+        lokid,
+        "queue.enqueue_many",
+        project,
+        tasks=[{"type": "eng", "payload": {"n": i}} for i in range(2)],
+    )
+    task = call(lokid, "queue.claim", project, agent="a", capabilities=["eng"])["task"]
+    (project / ".loki" / "STOP").touch()
+    reply = call(
+        lokid, "queue.complete", project, id=task["id"], agent="a", result=REPORT,
+        claimNext={"capabilities": ["eng"]},
+    )  # fmt: skip
+    assert reply["state"] == "completed" and reply["next"] == {"task": None, "stopped": True}
+    assert call(lokid, "queue.stats", project)["states"]["in-progress"] == 0
+    with pytest.raises(DaemonError) as err:
+        call(lokid, "queue.complete", project, id=task["id"], agent="a", result=REPORT,
+             claimNext={"capabilities": []})  # fmt: skip
+    assert err.value.code == "invalid_params"
+
+
 def test_many_concurrent_claimers_never_share_a_task(lokid, project):
     tasks = [{"type": "eng", "payload": {"n": i}} for i in range(300)]
     call(lokid, "queue.enqueue_many", project, tasks=tasks)

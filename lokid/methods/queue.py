@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from lokid.files import signals
 from lokid.files.decisions import append_dlq_decision
-from lokid.queue import Queue
+from lokid.projects import Project
+from lokid.queue import Claim, Queue
 from lokid.queues import QueueArea
 from lokid.server.dispatch import Call, Router
 from lokid.wire.breakers import (
@@ -22,6 +23,7 @@ from lokid.wire.breakers import (
 from lokid.wire.queue import (
     Cancelled,
     CancelParams,
+    ClaimNext,
     ClaimParams,
     ClaimResult,
     CompleteParams,
@@ -70,17 +72,31 @@ def enqueue_many(call: Call, p: EnqueueManyParams) -> EnqueueManyResult:
     return EnqueueManyResult(_queue(call, p.project).enqueue_many(p.tasks))
 
 
+def _halted(project: Project) -> ClaimResult | None:
+    """A claim's answer while the project is stopped or paused.
+
+    Read from disk, not from the watcher's last news: never a claim after STOP/PAUSE.
+    """
+    if signals.is_stopping(project.loki):
+        return ClaimResult(task=None, stopped=True)
+    if signals.is_paused(project.loki):
+        return ClaimResult(task=None, paused=True)
+    return None
+
+
+def _next(project: Project, agent: str, want: ClaimNext | None) -> tuple[Claim | None, Any]:
+    """A `claimNext` as the claim to make, or the answer instead of one (stopped, paused)."""
+    if want is None:
+        return None, None
+    halted = _halted(project)
+    return (None, halted) if halted else (Claim(agent, want.capabilities, want.lease), None)
+
+
 @router.method("queue.claim", ClaimParams)
 def claim(call: Call, p: ClaimParams) -> ClaimResult:
     project = call.daemon.projects.get(p.project)
     queue = call.daemon.queues.open(project)
-    loki = project.loki
-    # Read from disk, not from the watcher's last news: never a claim after STOP/PAUSE.
-    if signals.is_stopping(loki):
-        return ClaimResult(task=None, stopped=True)
-    if signals.is_paused(loki):
-        return ClaimResult(task=None, paused=True)
-    return queue.claim(p.agent, p.capabilities, p.lease)
+    return _halted(project) or queue.claim(p.agent, p.capabilities, p.lease)
 
 
 @router.method("queue.heartbeat", HeartbeatParams)
@@ -91,12 +107,20 @@ def heartbeat(call: Call, p: HeartbeatParams) -> HeartbeatResult:
 
 @router.method("queue.complete", CompleteParams)
 def complete(call: Call, p: CompleteParams) -> TaskState:
-    return _queue(call, p.project).complete(p.id, p.agent, p.result)
+    project = call.daemon.projects.get(p.project)
+    then, halted = _next(project, p.agent, p.claim_next)
+    state = call.daemon.queues.open(project).complete(p.id, p.agent, p.result, then)
+    state.next = state.next or halted
+    return state
 
 
 @router.method("queue.fail", FailParams)
 def fail(call: Call, p: FailParams) -> TaskState:
-    return _queue(call, p.project).fail(p.id, p.agent, p.error, p.retry_after)
+    project = call.daemon.projects.get(p.project)
+    then, halted = _next(project, p.agent, p.claim_next)
+    state = call.daemon.queues.open(project).fail(p.id, p.agent, p.error, p.retry_after, then)
+    state.next = state.next or halted
+    return state
 
 
 @router.method("queue.cancel", CancelParams)

@@ -116,10 +116,18 @@ class HeartbeatResult(msgspec.Struct, rename="camel"):
     lease_until: str
 
 
+class ClaimNext(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`claimNext` of complete/fail: the agent's next claim, in the same transaction."""
+
+    capabilities: Annotated[list[Name], msgspec.Meta(min_length=1, max_length=1000)]
+    lease: PositiveSeconds | None = None
+
+
 class CompleteParams(ProjectParams, kw_only=True):
     id: str
     agent: Name
     result: dict[str, Any]
+    claim_next: ClaimNext | None = msgspec.field(default=None, name="claimNext")
 
 
 class FailParams(ProjectParams, kw_only=True):
@@ -129,6 +137,7 @@ class FailParams(ProjectParams, kw_only=True):
     retry_after: Annotated[float, msgspec.Meta(ge=0, le=24 * 3600)] | None = msgspec.field(
         default=None, name="retryAfter"
     )
+    claim_next: ClaimNext | None = msgspec.field(default=None, name="claimNext")
 
 
 class CancelParams(ProjectParams, kw_only=True):
@@ -144,9 +153,10 @@ class IdParams(ProjectParams, kw_only=True):
     id: str
 
 
-class TaskState(msgspec.Struct):
+class TaskState(msgspec.Struct, omit_defaults=True):
     task: Any
     state: State
+    next: ClaimResult | None = None  # complete/fail with claimNext: what the claim gave
 
 
 class ListParams(ProjectParams, kw_only=True):
