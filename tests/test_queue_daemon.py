@@ -339,10 +339,17 @@ def test_lokictl_queue_commands(lokid, project):
     assert json.loads(claimed.stdout)["task"]["id"] == task_id
     refused = ctl("queue", "complete", task_id, "--agent", "other", "--report", '{"x": 1}')
     assert refused.returncode == 1 and "conflict" in refused.stderr
-    done = ctl("queue", "complete", task_id, "--agent", "me", "--report", '{"ok": true}')
+    second = json.loads(ctl("--json", "queue", "add", "eng", "--payload", '{"b":2}').stdout)["id"]
+    done = ctl(
+        "queue", "complete", task_id, "--agent", "me", "--report", '{"ok": 1}', "--next", "eng"
+    )
     assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"{task_id} completed"
+    assert done.stdout.splitlines()[1].startswith("next: ") and second in done.stdout
+    last = ctl("queue", "complete", second, "--agent", "me", "--report", "1", "--next", "eng")
+    assert last.stdout.splitlines() == [f"{second} completed", "next: no task"]
     stats = json.loads(ctl("--json", "queue", "stats").stdout)
-    assert stats["states"]["completed"] == 1
+    assert stats["states"]["completed"] == 2
     assert ctl("breakers", "trip", "eng").stdout.strip() == "eng: open"
     assert "eng" in ctl("breakers").stdout
     assert ctl("breakers", "reset", "eng").stdout.strip() == "eng: closed"

@@ -50,11 +50,13 @@ def add_queue_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     done.add_argument("--agent", required=True)
     done.add_argument("--report", type=_json_arg, required=True, help="decisionReport, JSON")
     done.add_argument("--output", default=None)
+    done.add_argument("--next", action="append", help="then claim a task of this type (repeat)")
     fail = q.add_parser("fail", parents=parents, help="report a failed attempt")
     fail.add_argument("id")
     fail.add_argument("--agent", required=True)
     fail.add_argument("--error", required=True)
     fail.add_argument("--retry-after", type=float)
+    fail.add_argument("--next", action="append", help="then claim a task of this type (repeat)")
     cancel = q.add_parser("cancel", parents=parents, help="cancel a task and its dependents")
     cancel.add_argument("id")
     cancel.add_argument("--reason", default="cancelled with lokictl")
@@ -88,6 +90,21 @@ def add_queue_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _project(args: argparse.Namespace) -> str:
     return getattr(args, "project", None) or logical_cwd()
+
+
+def _claim_next(args: argparse.Namespace) -> dict[str, Any]:
+    return {"claimNext": {"capabilities": args.next}} if args.next else {}
+
+
+def _next_line(result: dict[str, Any]) -> str:
+    """The claim made with --next, as `queue claim` would print it."""
+    if "next" not in result:
+        return ""
+    claimed = result["next"]
+    if claimed.get("task") is not None:
+        return "\nnext: " + _task_line(claimed["task"])
+    why = "stopped" if claimed.get("stopped") else "paused" if claimed.get("paused") else ""
+    return f"\nnext: no task{' (' + why + ')' if why else ''}"
 
 
 def _task_line(task: dict[str, Any], state: str | None = None) -> str:
@@ -130,15 +147,14 @@ def cmd_queue(client: Client, args: argparse.Namespace) -> int:
         return _out(args, result, f"lease until {result['leaseUntil']}")
     if action == "complete":
         outcome = {"decisionReport": args.report, "status": "success", "output": args.output}
-        result = client.call(
-            "queue.complete", p | {"id": args.id, "agent": args.agent, "result": outcome}
-        )
-        return _out(args, result, f"{args.id} completed")
+        params = p | {"id": args.id, "agent": args.agent, "result": outcome}
+        result = client.call("queue.complete", params | _claim_next(args))
+        return _out(args, result, f"{args.id} completed" + _next_line(result))
     if action == "fail":
         params = p | {"id": args.id, "agent": args.agent, "error": args.error}
         params |= {"retryAfter": args.retry_after} if args.retry_after is not None else {}
-        result = client.call("queue.fail", params)
-        return _out(args, result, f"{args.id} is {result['state']}")
+        result = client.call("queue.fail", params | _claim_next(args))
+        return _out(args, result, f"{args.id} is {result['state']}" + _next_line(result))
     if action == "cancel":
         result = client.call("queue.cancel", p | {"id": args.id, "reason": args.reason})
         return _out(args, result, "cancelled: " + " ".join(result["cancelled"]))
