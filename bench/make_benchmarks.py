@@ -32,7 +32,7 @@ from typing import Any
 
 from _common import ROOT, LokidProcess, connect, frame, interleave, pct, round_trips
 from bench_ping import start_echo_process
-from bench_queue import BASELINES, cycles, fill, shell_claims
+from bench_queue import BASELINES, cycles, fill, fused_cycles, shell_claims
 from bench_watch import lokid_latencies, raw_latencies
 
 PLOTS = ROOT / "bench" / "plots"
@@ -47,6 +47,8 @@ class Results:
     ping: dict[str, list[float]] = field(default_factory=dict)
     claims: dict[int, list[float]] = field(default_factory=dict)  # pending count -> claim us
     cycles_10k: list[float] = field(default_factory=list)
+    fused_10k: list[float] = field(default_factory=list)  # complete with claimNext
+    ping_10k: list[float] = field(default_factory=list)  # lokid's ping, alternating with those
     rss_mib: dict[int, float] = field(default_factory=dict)  # task count -> RSS
     fill_rate: float = 0.0
     filled: int = 0
@@ -113,7 +115,11 @@ def measure_queue(res: Results, sizes: tuple[int, ...], budget: float, samples: 
             res.claims[size] = cycles(sock, str(project), samples)[0]
             res.rss_mib[size] = rss_mib(lokid.proc.pid)
             if size == 10_000:
-                res.cycles_10k = cycles(sock, str(project), samples)[1]
+                ping = frame([0, 1, "ping", {}])
+                for _ in range(5):
+                    res.cycles_10k += cycles(sock, str(project), samples // 5)[1]
+                    res.fused_10k += fused_cycles(sock, str(project), samples // 5)
+                    res.ping_10k += round_trips(sock, ping, samples // 5)
         res.filled = have
         res.fill_rate = statistics.median(rates) if rates else 0.0
         sock.close()
@@ -272,6 +278,17 @@ def ratio_rows(res: Results) -> list[tuple[str, str, str, str]]:
                     f"{rate:,.0f}/s (claim+complete)",
                     f"{shell:.2f}/s (jq-claim.sh)",
                     f"{rate / shell:,.0f}x",
+                )
+            )
+    if res.ping_10k:
+        ping = pct(res.ping_10k, 50)
+        for name, lat in (("two requests", res.cycles_10k), ("one, claimNext", res.fused_10k)):
+            rows.append(
+                (
+                    f"claim+complete p50 at 10k pending, {name}",
+                    f"{pct(lat, 50):.1f} µs",
+                    f"{ping:.1f} µs (lokid ping)",
+                    f"{pct(lat, 50) / ping:.2f}x",
                 )
             )
     base = pct(res.claims[min(res.claims)], 50)
