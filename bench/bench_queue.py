@@ -68,16 +68,7 @@ def fill(sock, project: str, n: int, tag: str) -> float:
     batch = 5000
     frames = []
     for sent in range(0, n, batch):
-        size = min(batch, n - sent)
-        tasks = [
-            {
-                "type": ("eng-backend", "eng-frontend", "ops-devops", "eng-qa")[i % 4],
-                "priority": 1 + (i * 7) % 10,
-                "payload": {"action": "implement", "target": f"src/{tag}_{i}.py", "goal": "ok"},
-            }
-            for i in range(sent, sent + size)
-        ]
-        params = {"project": project, "tasks": tasks}
+        params = {"project": project, "tasks": _tasks(sent, min(batch, n - sent), tag)}
         frames.append(frame([0, len(frames) + 1, "queue.enqueue_many", params]))
     start = time.perf_counter()
     writer = threading.Thread(target=lambda: [sock.sendall(f) for f in frames])
@@ -91,6 +82,18 @@ def fill(sock, project: str, n: int, tag: str) -> float:
 
 CAPS = ["eng-backend", "eng-frontend", "ops-devops", "eng-qa"]
 REPORT = {"decisionReport": {"why": "bench"}}
+
+
+def _tasks(first: int, n: int, tag: str) -> list[dict]:
+    """Tasks of four types and ten priorities, as every queue figure here uses."""
+    return [
+        {
+            "type": CAPS[i % 4],
+            "priority": 1 + (i * 7) % 10,
+            "payload": {"action": "implement", "target": f"src/{tag}_{i}.py", "goal": "ok"},
+        }
+        for i in range(first, first + n)
+    ]
 
 
 def cycles(sock, project: str, n: int, caps: list[str] = CAPS) -> tuple[list[float], list[float]]:
@@ -130,6 +133,36 @@ def fused_cycles(sock, project: str, n: int, caps: list[str] = CAPS) -> list[flo
         task = reply["next"]["task"]
     rpc(sock, 2, "queue.complete", done | {"id": task["id"]})
     return out
+
+
+def in_process_cycles(n_tasks: int, n: int) -> list[float]:
+    """The queue's own work for one claimNext cycle, no socket: `Queue.complete` with a
+    next claim, called directly on a store of `n_tasks` pending (the floor under the
+    socket figures above)."""
+    from lokid.breakers import BreakerConfigs
+    from lokid.queue import Claim, Queue
+    from lokid.store.sqlite import SqliteStore
+
+    work = Path(tempfile.mkdtemp(prefix="lkq-bare-"))
+    try:
+        queue = Queue("/bench", SqliteStore(work / "lokid.db"), BreakerConfigs(), _ignore, _ignore)
+        for start in range(0, n_tasks, 5000):
+            queue.enqueue_many(_tasks(start, min(5000, n_tasks - start), "bare"))
+        then = Claim("b", CAPS)
+        task = queue.claim("b", CAPS, None).task
+        out, clock = [], time.perf_counter_ns
+        for _ in range(n):
+            start = clock()
+            task = queue.complete(task.id, "b", REPORT, then).next.task
+            out.append((clock() - start) / 1000)
+        queue.store.close()
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _ignore(*args: object) -> None:
+    pass
 
 
 def shell_claims(n_tasks: int, claims: int) -> float:
@@ -217,6 +250,11 @@ def main() -> None:
             f"  claim+complete as {name}: p50 {pct(lat, 50):.1f} us = "
             f"{pct(lat, 50) / ping_p50:.2f}x ping  (target <= 3x)"
         )
+    bare = pct(in_process_cycles(10_000, args.cycles), 50)
+    print(
+        f"  the same claimNext cycle in-process, no socket (Queue + SQLite only): "
+        f"p50 {bare:.1f} us = {bare / ping_p50:.2f}x that ping"
+    )
 
 
 if __name__ == "__main__":

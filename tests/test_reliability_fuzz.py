@@ -248,6 +248,10 @@ def plausible(name: str, project: Path) -> st.SearchStrategy[Any]:
         "topics": st.one_of(st.just(["*"]), st.lists(st.text(max_size=10), max_size=3), values),
         "seconds": st.one_of(st.floats(min_value=0, max_value=0.2), values),
         "result": st.one_of(st.just({"decisionReport": "x"}), values),
+        "claimNext": st.one_of(
+            st.fixed_dictionaries({"capabilities": st.just(["eng"])}, optional={"lease": values}),
+            values,
+        ),
     }
     if name in ("project", "path"):
         return paths(project)
