@@ -175,7 +175,11 @@ class Queue:
 
     def _add(self, raw: dict[str, Any], now: float, where: str) -> Enqueued:
         new, extras = _parse_new_task(raw, where)
-        key = new.idempotency_key or idempotency_key(new.payload)
+        try:
+            key = idempotency_key(new.payload)
+        except ValueError as exc:
+            raise InvalidParams(f"{where}: payload is not JSON: {exc}") from None
+        key = new.idempotency_key or key
         existing = self.store.live_id_for_key(key)
         if existing is not None:
             return Enqueued(existing, True)

@@ -295,6 +295,18 @@ def test_completing_a_task_cancelled_meanwhile_is_a_conflict(h):
         h.queue.complete(task_id, "a1", REPORT)
 
 
+@pytest.mark.parametrize("bad", [b"\x00", float("inf"), float("nan"), [1, {"x": b""}]])
+def test_a_payload_json_cannot_hold_is_refused(h, bad):
+    """msgpack can carry binary and non-finite floats; a task is a JSON document."""
+    with pytest.raises(InvalidParams, match=r"task: payload is not JSON"):
+        h.queue.enqueue({"type": "eng", "payload": {"a": bad}})
+    with pytest.raises(InvalidParams, match=r"tasks\[1\]: payload is not JSON"):
+        h.queue.enqueue_many(
+            [{"payload": {"ok": 1}}, {"idempotencyKey": "k", "payload": {"b": bad}}]
+        )
+    assert h.queue.stats().states["pending"] == 0
+
+
 def test_enqueue_many_is_all_or_nothing(h):
     good = {"type": "eng", "payload": {"a": 1}}
     with pytest.raises(InvalidParams, match=r"tasks\[1\]"):

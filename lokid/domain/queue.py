@@ -22,8 +22,18 @@ _RETRY_AFTER = re.compile(r"retry[-_ ]after\W{0,3}(\d+(?:\.\d+)?)\s*(ms|s|sec|se
 
 
 def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8: the same bytes for the same payload everywhere."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Sorted keys, no whitespace, UTF-8: the same bytes for the same payload everywhere.
+
+    ValueError for what JSON cannot hold (msgpack's binary, NaN, infinities): a task is
+    a JSON document in Loki Mode's files.
+    """
+    try:
+        text = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except TypeError as exc:  # e.g. bytes
+        raise ValueError(str(exc)) from None
+    return text.encode()
 
 
 def idempotency_key(payload: dict[str, Any]) -> str:
