@@ -185,8 +185,8 @@ class WatchArea:
 
     async def _react_safely(self, project: Project, meaning: Meaning, path: Path) -> None:
         """One project's files must never stop the watcher, let alone the daemon."""
-        self._ledger.note(project.path, project.loki, path.relative_to(project.loki).parts)
         try:
+            self._ledger.note(project.path, project.loki, path.relative_to(project.loki).parts)
             await self._react(project, meaning, path)
         except LokidError as exc:
             log.warning("reacting to %s: %s", path, exc.message)
