@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,27 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def join_all(threads: list[threading.Thread], timeout: float = 90) -> None:
+    """Wait for every thread; fail if any is still running after `timeout` in all."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.1, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "threads still running after the deadline"
+
+
+def run_threads(target: Callable[..., object], args: list[tuple], timeout: float = 90) -> None:
+    """One thread per argument tuple, all started, then all joined (see join_all)."""
+    threads = [threading.Thread(target=target, args=a) for a in args]
+    for thread in threads:
+        thread.start()
+    join_all(threads, timeout)
+
+
+def no_engine(root: Path) -> dict[str, str]:
+    """An engine endpoint where nothing listens: run.* and image.* answer `unavailable`."""
+    return {"DOCKER_HOST": f"unix://{root}/no-docker.sock"}
 
 
 def short_tmpdir(prefix: str = "lk-") -> Path:

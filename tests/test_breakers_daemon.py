@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Lokid, wait_until
+from support import Lokid, run_threads, wait_until
 
 REPORT = {"decisionReport": {"why": "ok"}}
 
@@ -126,11 +126,7 @@ def test_three_probes_among_five_concurrent_claimers(lokid, project):
             params = {"project": str(project), "agent": f"probe-{i}", "capabilities": ["api"]}
             results.append(c.call("queue.claim", params))
 
-    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    run_threads(claimer, [(i,) for i in range(5)])
     granted = [r["task"] for r in results if r["task"] is not None]
     assert len(granted) == 3
     assert all(r["blocked"]["api"]["state"] == "half-open" for r in results if r["task"] is None)

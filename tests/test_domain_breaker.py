@@ -10,6 +10,23 @@ def fail(b: Breaker, now: float, probe: bool = False, cfg: BreakerConfig = CFG) 
     return rules.advance(b, cfg, now) + rules.record_failure(b, cfg, now, probe)
 
 
+def opened() -> Breaker:
+    """A breaker that three failures (at 0, 1, 2) opened."""
+    b = Breaker()
+    for t in range(3):
+        fail(b, t)
+    return b
+
+
+def half_open(probe: bool) -> Breaker:
+    """Opened, then half-open at 100; `probe`: with its first probe claimed."""
+    b = opened()
+    rules.advance(b, CFG, 100)
+    if probe:
+        rules.probe_claimed(b)
+    return b
+
+
 def test_threshold_failures_open_the_breaker():
     b = Breaker()
     assert fail(b, 0) == [] and fail(b, 1) == []
@@ -35,9 +52,7 @@ def test_a_completion_resets_the_count():
 
 
 def test_open_blocks_until_half_open_after():
-    b = Breaker()
-    for t in range(3):
-        fail(b, t)
+    b = opened()
     assert rules.advance(b, CFG, 61.9) == []
     admission = rules.admit(b, CFG)
     assert (admission.allowed, admission.state, admission.until) == (False, "open", 62)
@@ -61,31 +76,20 @@ def test_half_open_hands_out_exactly_the_configured_probes():
 
 
 def test_a_probe_that_completes_closes_the_breaker():
-    b = Breaker()
-    for t in range(3):
-        fail(b, t)
-    rules.advance(b, CFG, 100)
-    rules.probe_claimed(b)
+    b = half_open(probe=True)
     assert rules.record_success(b, probe=True) == ["breaker.closed"]
     assert (b.state, b.failures, b.opened_at) == ("closed", 0, None)
 
 
 def test_a_probe_that_fails_reopens_with_a_fresh_opened_at():
-    b = Breaker()
-    for t in range(3):
-        fail(b, t)
-    rules.advance(b, CFG, 100)
-    rules.probe_claimed(b)
+    b = half_open(probe=True)
     assert fail(b, 130, probe=True) == ["breaker.opened"]
     assert (b.state, b.opened_at) == ("open", 130)
     assert rules.admit(b, CFG).until == 190
 
 
 def test_a_non_probe_failure_in_half_open_does_not_reopen():
-    b = Breaker()
-    for t in range(3):
-        fail(b, t)
-    rules.advance(b, CFG, 100)
+    b = half_open(probe=False)
     assert fail(b, 101, probe=False) == []
     assert b.state == "half-open"
 

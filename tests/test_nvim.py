@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Lokid, wait_until
+from support import Lokid, no_engine, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 NVIM_DIR = ROOT / "clients" / "nvim"
@@ -92,7 +92,7 @@ def test_lua_decoder_over_the_shared_vectors(tmp_short: Path) -> None:
 
 def test_commands_buffers_live_refresh_and_notifications(tmp_short: Path, project: Path) -> None:
     # An engine endpoint that does not exist: `:Loki run` must report `unavailable`.
-    daemon = Lokid(tmp_short, env={"DOCKER_HOST": f"unix://{tmp_short}/no-docker.sock"}).start()
+    daemon = Lokid(tmp_short, env=no_engine(tmp_short)).start()
     try:
         out = run_case("commands", daemon.socket, project)
     except AssertionError:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lokictl import DaemonError
-from support import Lokid, lokictl, wait_until
+from support import Lokid, lokictl, run_threads, wait_until
 
 REPORT = {"decisionReport": {"why": "done"}}
 
@@ -57,11 +57,7 @@ def test_workers_cycling_with_claim_next_never_share_a_task(lokid, project):
                 task = reply["next"]["task"]
                 assert task is None or task["claimedBy"] == name
 
-    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    run_threads(worker, [(f"w{i}",) for i in range(8)])
     assert len(done) == 200 and all(len(agents) == 1 for agents in done.values())
     assert call(lokid, "queue.stats", project)["states"]["completed"] == 200
 
@@ -105,11 +101,7 @@ def test_many_concurrent_claimers_never_share_a_task(lokid, project):
                 with lock:
                     claimed.setdefault(task["id"], []).append(name)
 
-    threads = [threading.Thread(target=agent, args=(f"agent-{i}",)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    run_threads(agent, [(f"agent-{i}",) for i in range(16)])
     assert len(claimed) == 300
     assert all(len(holders) == 1 for holders in claimed.values())
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from test_reliability_support import Bystander
 
 from lokictl import DaemonError
-from support import Lokid, short_tmpdir, wait_until
+from support import Lokid, no_engine, short_tmpdir, wait_until
 
 # Every file the watcher gives a meaning to (lokid/watch/meaning.py), relative to .loki/.
 WATCHED = [
@@ -78,9 +78,7 @@ def daemon() -> Iterator[tuple[Lokid, Path]]:
     root = short_tmpdir("lkx-")
     project = root / "proj"
     (project / ".loki").mkdir(parents=True)
-    lokid = Lokid(
-        root, env={"LOKID_LOG_LEVEL": "info", "DOCKER_HOST": f"unix://{root}/no-docker.sock"}
-    ).start()
+    lokid = Lokid(root, env={"LOKID_LOG_LEVEL": "info", **no_engine(root)}).start()
     try:
         yield lokid, project
     finally:

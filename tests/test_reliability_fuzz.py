@@ -29,7 +29,7 @@ from test_reliability_support import CLOSED, SILENT, Bystander, RawConn, frame, 
 
 from lokictl import DaemonError
 from lokid.methods import build_router
-from support import Lokid, short_tmpdir, wait_until
+from support import Lokid, no_engine, short_tmpdir, wait_until
 
 # Stops the daemon by design; it is exercised by test_lifecycle.py, not fuzzed here.
 EXCLUDED = {"daemon.shutdown"}
@@ -138,10 +138,8 @@ def target() -> Iterator[Target]:
     root = short_tmpdir("lkf-")
     project = root / "proj"
     (project / ".loki").mkdir(parents=True)
-    # No engine at this address: run.*/image.* must answer `unavailable`, never hang or crash.
-    lokid = Lokid(
-        root, env={"LOKID_LOG_LEVEL": "info", "DOCKER_HOST": f"unix://{root}/no-docker.sock"}
-    ).start()
+    # No engine: run.*/image.* must answer `unavailable`, never hang or crash.
+    lokid = Lokid(root, env={"LOKID_LOG_LEVEL": "info", **no_engine(root)}).start()
     lokid.call(
         "queue.enqueue_many",
         {

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from lokictl import Client, DaemonError
-from support import Lokid, wait_until
+from support import Lokid, join_all, wait_until
 
 CLIENTS = 200
 SUBSCRIBERS = 10  # of the 200, these only subscribe and read
@@ -200,13 +200,6 @@ def run_load(
         thread.start()
         threads.append(thread)
     return threads
-
-
-def join_all(threads: list[threading.Thread]) -> None:
-    deadline = time.monotonic() + 90
-    for thread in threads:
-        thread.join(max(0.1, deadline - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), "clients still running after the deadline"
 
 
 # -- invariants --------------------------------------------------------------------------
