@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -23,7 +24,6 @@ from lokid.wire.breakers import (
 from lokid.wire.queue import (
     Cancelled,
     CancelParams,
-    ClaimNext,
     ClaimParams,
     ClaimResult,
     CompleteParams,
@@ -84,12 +84,20 @@ def _halted(project: Project) -> ClaimResult | None:
     return None
 
 
-def _next(project: Project, agent: str, want: ClaimNext | None) -> tuple[Claim | None, Any]:
-    """A `claimNext` as the claim to make, or the answer instead of one (stopped, paused)."""
-    if want is None:
-        return None, None
-    halted = _halted(project)
-    return (None, halted) if halted else (Claim(agent, want.capabilities, want.lease), None)
+def _outcome(
+    call: Call, p: CompleteParams | FailParams, act: Callable[[Queue, Claim | None], TaskState]
+) -> TaskState:
+    """complete/fail, with `claimNext` made the claim to make, or answered instead of
+    one while the project is stopped or paused (the outcome itself still happens)."""
+    project = call.daemon.projects.get(p.project)
+    halted = then = None
+    if p.claim_next is not None:
+        halted = _halted(project)
+        if halted is None:
+            then = Claim(p.agent, p.claim_next.capabilities, p.claim_next.lease)
+    state = act(call.daemon.queues.open(project), then)
+    state.next = state.next or halted
+    return state
 
 
 @router.method("queue.claim", ClaimParams)
@@ -107,20 +115,14 @@ def heartbeat(call: Call, p: HeartbeatParams) -> HeartbeatResult:
 
 @router.method("queue.complete", CompleteParams)
 def complete(call: Call, p: CompleteParams) -> TaskState:
-    project = call.daemon.projects.get(p.project)
-    then, halted = _next(project, p.agent, p.claim_next)
-    state = call.daemon.queues.open(project).complete(p.id, p.agent, p.result, then)
-    state.next = state.next or halted
-    return state
+    return _outcome(call, p, lambda queue, then: queue.complete(p.id, p.agent, p.result, then))
 
 
 @router.method("queue.fail", FailParams)
 def fail(call: Call, p: FailParams) -> TaskState:
-    project = call.daemon.projects.get(p.project)
-    then, halted = _next(project, p.agent, p.claim_next)
-    state = call.daemon.queues.open(project).fail(p.id, p.agent, p.error, p.retry_after, then)
-    state.next = state.next or halted
-    return state
+    return _outcome(
+        call, p, lambda queue, then: queue.fail(p.id, p.agent, p.error, p.retry_after, then)
+    )
 
 
 @router.method("queue.cancel", CancelParams)

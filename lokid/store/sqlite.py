@@ -9,6 +9,7 @@ views are written from the stored documents without re-encoding.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -86,6 +87,14 @@ _TYPE_HEAD = (
     "ORDER BY priority DESC, seq LIMIT 1)"
 )
 _TYPES_PER_CLAIM_QUERY = 50
+
+
+@functools.cache
+def _claim_sql(n_types: int) -> str:
+    """The claim statement for `n_types` types (at most _TYPES_PER_CLAIM_QUERY, so few)."""
+    heads = ", ".join([_TYPE_HEAD] * n_types)
+    order = "ORDER BY priority DESC, seq LIMIT 1"
+    return f"SELECT {_COLUMNS} FROM tasks WHERE seq IN ({heads}) {order}"
 
 
 def _row(r: tuple) -> TaskRow:
@@ -259,11 +268,8 @@ class SqliteStore:
         best: TaskRow | None = None
         for start in range(0, len(task_types), _TYPES_PER_CLAIM_QUERY):
             chunk = task_types[start : start + _TYPES_PER_CLAIM_QUERY]
-            heads = ", ".join([_TYPE_HEAD] * len(chunk))
             r = self._db.execute(
-                f"SELECT {_COLUMNS} FROM tasks WHERE seq IN ({heads}) "
-                "ORDER BY priority DESC, seq LIMIT 1",
-                [arg for task_type in chunk for arg in (task_type, now)],
+                _claim_sql(len(chunk)), [arg for task_type in chunk for arg in (task_type, now)]
             ).fetchone()
             if r is not None and (best is None or better((r[4], r[0]), (best.priority, best.seq))):
                 best = _row(r)

@@ -17,7 +17,6 @@ polls the one file of `.loki/state/` that has a meaning. lokid's own writes
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,8 +31,8 @@ from lokid.docker.runs import Runs, runs_of
 from lokid.errors import LokidError, Unavailable
 from lokid.files import signals
 from lokid.projects import Project
-from lokid.watch.ledger import Ledger
-from lokid.watch.meaning import FOLDERS, POLLED, Kind, Meaning, classify, inside, signal_topic
+from lokid.watch.ledger import Ledger, folder_contents
+from lokid.watch.meaning import FOLDERS, POLLED, Kind, Meaning, classify, signal_topic
 from lokid.watch.tail import Tail
 from lokid.wire.messages import UNDECODABLE
 
@@ -197,7 +196,7 @@ class WatchArea:
         """A folder just put under watch: what it already holds counts as having appeared,
         so a signal made just before its watch was in place is not lost."""
         found = [((name,), m) for name in STATE_FILES if (m := classify((name,))) is not None]
-        found += _folder_contents(project.loki / "signals")
+        found += folder_contents(project.loki / "signals")
         found += [(("queue", "pending.json"), Meaning(Kind.PENDING))]
         for parts, meaning in found:
             path = project.loki.joinpath(*parts)
@@ -327,14 +326,6 @@ class WatchArea:
                 self._publish(topic, project, {"path": project.path})
         if frozenset(self._targets()) != self._watching:
             self.restart()
-
-
-def _folder_contents(folder: Path) -> list[tuple[tuple[str, ...], Meaning]]:
-    try:
-        names = [entry.name for entry in os.scandir(folder)]
-    except OSError:
-        return []
-    return inside(folder.name, names)
 
 
 def _read_json(path: Path) -> Any:

@@ -8,11 +8,12 @@ changes afterwards, as watchman's recrawl does.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from lokid.files.atomic import signature_of
-from lokid.watch.meaning import FILES, Kind, inside
+from lokid.watch.meaning import FILES, Meaning, inside
 
 Signature = tuple[int, int, int] | None  # None: the file does not exist
 Parts = tuple[str, ...]  # a path relative to `.loki/`, split
@@ -25,14 +26,18 @@ def signature(path: Path) -> Signature:
         return None
 
 
+def folder_contents(folder: Path) -> list[tuple[Parts, Meaning]]:
+    """What the files now in one of `.loki/`'s folders mean."""
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return []
+    return inside(folder.name, names)
+
+
 def meaningful(loki: Path) -> list[Parts]:
     """Every file under `loki` that has a meaning, whether or not it exists now."""
-    try:
-        names = [entry.name for entry in (loki / "signals").iterdir()]
-    except OSError:
-        names = []
-    signals = [parts for parts, m in inside("signals", names) if m.kind is Kind.SIGNAL]
-    return [*FILES, *signals]
+    return [*FILES, *(parts for parts, _ in folder_contents(loki / "signals"))]
 
 
 class Ledger:

@@ -95,6 +95,18 @@ local function buf_has(name, needle)
   return buf_text(name):find(needle, 1, true) ~= nil
 end
 
+-- In buffer `name`'s window, the cursor on the (last) line holding `needle`, then `keys`.
+local function press_on(name, needle, keys)
+  local buf = vim.fn.bufnr(name)
+  vim.api.nvim_set_current_win(vim.fn.bufwinid(buf))
+  for i, l in ipairs(vim.api.nvim_buf_get_lines(buf, 0, -1, false)) do
+    if l:find(needle, 1, true) then
+      vim.api.nvim_win_set_cursor(0, { i, 0 })
+    end
+  end
+  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(keys, true, false, true), "x", false)
+end
+
 -- lokictl as a job; waits for its exit.
 local function lokictl(args)
   local cmd = { vim.env.LOKI_TEST_PYTHON, "-m", "lokictl", "--no-spawn", "--json" }
@@ -229,17 +241,7 @@ function cases.commands()
   end)
 
   -- <CR> on a task shows it whole
-  local buf = vim.fn.bufnr(tasks)
-  vim.api.nvim_set_current_win(vim.fn.bufwinid(buf))
-  local lines = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
-  local row
-  for i, l in ipairs(lines) do
-    if l:find("t-live", 1, true) then
-      row = i
-    end
-  end
-  vim.api.nvim_win_set_cursor(0, { row, 0 })
-  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes("<CR>", true, false, true), "x", false)
+  press_on(tasks, "t-live", "<CR>")
   wait("task buffer", function()
     return buf_has("loki://task/t-live", 'claimedBy = "a1"')
   end)
@@ -268,14 +270,7 @@ function cases.commands()
   wait("dlq buffer", function()
     return buf_has(dlq, "t-dead  qa  retries 1  boom")
   end)
-  local dbuf = vim.fn.bufnr(dlq)
-  vim.api.nvim_set_current_win(vim.fn.bufwinid(dbuf))
-  for i, l in ipairs(vim.api.nvim_buf_get_lines(dbuf, 0, -1, false)) do
-    if l:find("t-dead", 1, true) then
-      vim.api.nvim_win_set_cursor(0, { i, 0 })
-    end
-  end
-  vim.api.nvim_feedkeys("r", "x", false)
+  press_on(dlq, "t-dead", "r")
   wait("retried", function()
     return noted("retrying t%-dead") and buf_has(dlq, "(none)")
   end)
@@ -290,13 +285,7 @@ function cases.commands()
   wait("dead again in the dlq buffer", function()
     return buf_has(dlq, "t-dead  qa  retries 1  boom again")
   end)
-  vim.api.nvim_set_current_win(vim.fn.bufwinid(dbuf))
-  for i, l in ipairs(vim.api.nvim_buf_get_lines(dbuf, 0, -1, false)) do
-    if l:find("t-dead", 1, true) then
-      vim.api.nvim_win_set_cursor(0, { i, 0 })
-    end
-  end
-  vim.api.nvim_feedkeys("D", "x", false)
+  press_on(dlq, "t-dead", "D")
   wait("deleted", function()
     return noted("deleted t%-dead") and buf_has(dlq, "(none)") and not buf_has(tasks, "t-dead")
   end)

@@ -322,18 +322,29 @@ local function fetch_tasks(path, cb)
   end
 end
 
-local function render_tasks(m)
-  local buf = buf_for("tasks", m.path)
+-- A list buffer (`m[kind]` holds its data): a header, then `rows(data, lines, items)` or why
+-- there is no data yet. `items` maps a line number to the task id on it.
+local function render_list(m, kind, header, rows)
+  local buf = buf_for(kind, m.path)
   if not buf then
     return
   end
-  local lines = { "Loki tasks " .. m.path .. "   (<CR> shows a task; live)", "" }
+  local lines = { header, "" }
   local items = {}
-  if not m.tasks then
-    table.insert(lines, "(" .. (m.tasks_err or "loading") .. ")")
+  if not m[kind] then
+    table.insert(lines, "(" .. (m[kind .. "_err"] or "loading") .. ")")
   else
+    rows(m[kind], lines, items)
+  end
+  buf_items[buf] = items
+  set_lines(buf, lines)
+end
+
+local function render_tasks(m)
+  local header = "Loki tasks " .. m.path .. "   (<CR> shows a task; live)"
+  render_list(m, "tasks", header, function(tasks, lines, items)
     for _, state in ipairs(STATES) do
-      local group = m.tasks[state] or { tasks = {} }
+      local group = tasks[state] or { tasks = {} }
       table.insert(lines, string.format("## %s (%d%s)", state, #group.tasks, group.more and "+" or ""))
       for _, t in ipairs(group.tasks) do
         local who = val(t.claimedBy)
@@ -352,26 +363,18 @@ local function render_tasks(m)
       end
       table.insert(lines, "")
     end
-  end
-  buf_items[buf] = items
-  set_lines(buf, lines)
+  end)
 end
 
 -- -- dead letters -------------------------------------------------------------------------
 
 local function render_dlq(m)
-  local buf = buf_for("dlq", m.path)
-  if not buf then
-    return
-  end
-  local lines = { "Loki dead letters " .. m.path .. "   (r retry, D delete, <CR> show)", "" }
-  local items = {}
-  if not m.dlq then
-    table.insert(lines, "(" .. (m.dlq_err or "loading") .. ")")
-  elseif #m.dlq == 0 then
-    table.insert(lines, "(none)")
-  else
-    for _, t in ipairs(m.dlq) do
+  local header = "Loki dead letters " .. m.path .. "   (r retry, D delete, <CR> show)"
+  render_list(m, "dlq", header, function(dlq, lines, items)
+    if #dlq == 0 then
+      table.insert(lines, "(none)")
+    end
+    for _, t in ipairs(dlq) do
       table.insert(
         lines,
         string.format(
@@ -384,9 +387,7 @@ local function render_dlq(m)
       )
       items[#lines] = t.id
     end
-  end
-  buf_items[buf] = items
-  set_lines(buf, lines)
+  end)
 end
 
 local event_line -- defined with the events below
@@ -433,30 +434,30 @@ local function refresh_now(m)
     vim.cmd("redrawstatus")
     done()
   end)
-  if buf_for("tasks", m.path) then
+  -- A list buffer that is open: fetch its data into m[kind], then render it.
+  local function list(kind, fetch, render)
+    if not buf_for(kind, m.path) then
+      return
+    end
     left = left + 1
-    fetch_tasks(m.path, function(e, tasks)
+    fetch(function(e, data)
       if e then
-        m.tasks_err = err_text(e)
+        m[kind .. "_err"] = err_text(e)
       else
-        m.tasks, m.tasks_err = tasks, nil
+        m[kind], m[kind .. "_err"] = data, nil
       end
-      render_tasks(m)
+      render(m)
       done()
     end)
   end
-  if buf_for("dlq", m.path) then
-    left = left + 1
+  list("tasks", function(cb)
+    fetch_tasks(m.path, cb)
+  end, render_tasks)
+  list("dlq", function(cb)
     M.client():request("dlq.list", { project = m.path }, function(e, r)
-      if e then
-        m.dlq_err = err_text(e)
-      else
-        m.dlq, m.dlq_err = r.tasks, nil
-      end
-      render_dlq(m)
-      done()
+      cb(e, r and r.tasks)
     end)
-  end
+  end, render_dlq)
 end
 
 --- Re-read the project's state; calls made while a refresh is running fold into one more.
@@ -616,6 +617,16 @@ local function map(buf, lhs, fn)
   vim.api.nvim_buf_set_keymap(buf, "n", lhs, "", { noremap = true, silent = true, callback = fn })
 end
 
+-- <CR> in a list buffer shows the task on that line.
+local function map_show_task(buf, path)
+  map(buf, "<CR>", function()
+    local id = item_at_cursor(buf)
+    if id then
+      show_task(path, id)
+    end
+  end)
+end
+
 local commands = {}
 
 function commands.status(path)
@@ -629,12 +640,7 @@ end
 function commands.tasks(path)
   local m = M.watch(path)
   local buf = scratch("loki://tasks/" .. path)
-  map(buf, "<CR>", function()
-    local id = item_at_cursor(buf)
-    if id then
-      show_task(path, id)
-    end
-  end)
+  map_show_task(buf, path)
   render_tasks(m)
   show(buf)
   M.refresh(path)
@@ -661,12 +667,7 @@ function commands.dlq(path)
   end
   map(buf, "r", decide("dlq.retry"))
   map(buf, "D", decide("dlq.delete"))
-  map(buf, "<CR>", function()
-    local id = item_at_cursor(buf)
-    if id then
-      show_task(path, id)
-    end
-  end)
+  map_show_task(buf, path)
   render_dlq(m)
   show(buf)
   M.refresh(path)
