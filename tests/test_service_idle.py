@@ -3,6 +3,7 @@ and a socket-activated lokid that leaves once its last client has gone."""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import stat
@@ -13,6 +14,7 @@ import trio.testing
 from service_support import ACTIVATE, Activated
 
 from lokid.cli import build_daemon
+from lokid.service.activation import adopt_fd
 from lokid.service.idle import IdleTimer, idle_exit, is_idle, poll_interval
 from lokid.settings import Settings
 from support import wait_until
@@ -91,6 +93,37 @@ def test_a_connection_waiting_to_be_accepted_is_a_client(tmp_short):
             assert not is_idle(daemon, listener)
             listener.accept()[0].close()
             assert is_idle(daemon, listener)
+
+
+def test_a_client_connecting_as_lokid_stops_is_left_for_the_next_lokid(tmp_short):
+    """The manager keeps its copy of the socket; a connection lokid has not accepted when
+    it decides to stop must stay in the backlog for the next lokid, never be accepted and
+    dropped unread. The accept wake-up and the stop race in the same scheduler batch, in
+    an order trio varies, so a few rounds cover both orders."""
+    path = tmp_short / "managed.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as manager:
+        manager.bind(str(path))
+        manager.listen()
+        for round_ in range(12):
+            daemon = _daemon(tmp_short / f"d{round_}")
+            listener = adopt_fd(os.dup(manager.fileno()), "the test's manager")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+
+                async def main(daemon=daemon, listener=listener, client=client) -> None:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(
+                            functools.partial(daemon.serve, listener, handle_signals=False)
+                        )
+                        client.connect(str(path))
+                        client.sendall(b"first request")
+                        daemon.request_shutdown("test")
+
+                trio.run(main)
+                manager.setblocking(False)
+                conn, _ = manager.accept()  # BlockingIOError: lokid took it and dropped it
+                with conn:
+                    conn.settimeout(5)
+                    assert conn.recv(64) == b"first request"
 
 
 @pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate missing")

@@ -122,6 +122,12 @@ async def accept_loop(daemon: Daemon, listener: Listener, nursery: trio.Nursery)
     my_uid = os.getuid()
     while True:
         await trio.lowlevel.wait_readable(lsock)
+        if daemon.stopping:
+            # Stopping was decided after this wake-up was scheduled (say, idle exit saw
+            # no client a moment ago). Accepting now would only close the connection
+            # unread; left in the backlog it stays with a manager's socket for the next
+            # lokid, or is refused when ours closes.
+            return
         try:
             sock, _ = lsock.accept()
         except BlockingIOError:

@@ -68,8 +68,9 @@ def poll_interval(limit: float) -> float:
 def idle_exit(limit: float, listener: socket.socket | None = None) -> Service:
     """A daemon service that requests shutdown after `limit` idle seconds.
 
-    A connection still in the listen queue counts as a client: it shrinks the moment
-    between deciding to stop and no longer accepting to one scheduling step."""
+    A connection still in the listen queue counts as a client. One that arrives after
+    the decision is not accepted (see `accept_loop`): it waits in the manager's socket
+    for the lokid the manager starts next."""
 
     async def service(daemon: Daemon) -> None:
         timer = IdleTimer(limit)
