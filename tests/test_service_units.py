@@ -62,7 +62,7 @@ def _verify(folder: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "SYSTEMD_LOG_LEVEL": "notice"}
     cmd = [ANALYZE, "--user", "verify", "--man=no"]
     cmd += [str(folder / "lokid.socket"), str(folder / "lokid.service")]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=60)
 
 
 def _write_units(folder: Path, inst: Installation) -> None:
@@ -126,9 +126,12 @@ def test_plist_values_are_escaped():
     assert plist["Sockets"]["lokid"]["SockPathName"] == "/s o/l.sock"
 
 
-def _lokid(tmp: Path, *args: str, socket: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _lokid(
+    tmp: Path, *args: str, socket: Path | None = None, site: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """`lokid service ...` for a user whose home is `tmp`, with no service manager to
-    reach (so `--now` and uninstall cannot touch the machine's own user manager)."""
+    reach (so `--now` and uninstall cannot touch the machine's own user manager);
+    with `site`, the lokid installed there rather than this checkout."""
     env = {
         **os.environ,
         "HOME": str(tmp / "home"),
@@ -139,8 +142,13 @@ def _lokid(tmp: Path, *args: str, socket: Path | None = None) -> subprocess.Comp
     env.pop("LOKID_SOCKET", None)
     if socket is not None:
         env["LOKID_SOCKET"] = str(socket)
-    cmd = [sys.executable, "-m", "lokid", "service", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    if site is not None:
+        env["PYTHONPATH"] = str(site)
+    code = "import lokid, sys; from lokid.cli import main; sys.exit(main())"
+    if site is not None:  # and prove it is the one that ran
+        code = f"import lokid; assert lokid.__file__.startswith({str(site)!r}); {code}"
+    cmd = [sys.executable, "-c", code, "service", *args]
+    return subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=60)
 
 
 def test_install_writes_systemd_units_and_prints_the_enable_command(tmp_short):
@@ -159,6 +167,25 @@ def test_install_writes_systemd_units_and_prints_the_enable_command(tmp_short):
     assert not (folder / "lokid.service").exists()
     assert not (folder / "lokid.socket").exists()
     assert "systemctl --user disable --now lokid.socket lokid.service" in done.stderr
+
+
+def test_an_installed_wheel_carries_the_templates(tmp_short):
+    """Not only a source checkout: `pip install lokid` must be able to install its units."""
+    root = Path(__file__).resolve().parents[1]
+    wheels, site = tmp_short / "wheels", tmp_short / "site"
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    for args in (
+        lambda: ["wheel", "--no-deps", "-w", str(wheels), str(root)],
+        lambda: ["install", "--no-deps", "--target", str(site), *map(str, wheels.glob("*.whl"))],
+    ):
+        done = subprocess.run([*pip, *args()], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert not (site / "lokid" / "service" / "templates" / "systemd").is_symlink()
+
+    done = _lokid(tmp_short, "install", "--manager", "systemd", site=site)
+    assert done.returncode == 0, done.stderr
+    folder = tmp_short / "home" / ".config" / "systemd" / "user"
+    assert (folder / "lokid.socket").read_text() == (root / "systemd" / "lokid.socket").read_text()
 
 
 def test_install_now_says_so_when_the_manager_cannot_be_reached(tmp_short):

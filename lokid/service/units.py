@@ -1,8 +1,9 @@
 """`lokid service install|uninstall`: render the unit templates for this installation.
 
-The files in `systemd/` and `launchd/` are the one source of truth; installing
-fills in this installation's absolute paths (launchd expands neither `~` nor
-`$VAR`, and a user manager's PATH rarely holds a virtual environment).
+The files in `systemd/` and `launchd/` are the one source of truth (an installed
+wheel carries them as package data); installing fills in this installation's
+absolute paths (launchd expands neither `~` nor `$VAR`, and a user manager's PATH
+rarely holds a virtual environment).
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ from lokid.paths import (
 
 Manager = Literal["systemd", "launchd"]
 
-SOURCE = Path(__file__).resolve().parents[2]
-SYSTEMD_TEMPLATES = SOURCE / "systemd"
-PLIST_TEMPLATE = SOURCE / "launchd" / f"{LAUNCHD_LABEL}.plist"
+# The templates are the top-level systemd/ and launchd/ folders: symlinks in a source
+# checkout, copies in an installed wheel (package data).
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+SYSTEMD_TEMPLATES = TEMPLATES / "systemd"
+PLIST_TEMPLATE = TEMPLATES / "launchd" / f"{LAUNCHD_LABEL}.plist"
 
 
 class Installation(msgspec.Struct, frozen=True):
