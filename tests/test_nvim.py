@@ -140,3 +140,14 @@ def test_reconnects_after_lokid_restarts(tmp_short: Path, project: Path) -> None
 
 def test_no_daemon_is_reported_not_blocking(tmp_short: Path, project: Path) -> None:
     run_case("no_daemon", tmp_short / "nobody.sock", project)
+
+
+def test_a_command_starts_lokid_when_it_is_not_running(tmp_short: Path, project: Path) -> None:
+    socket = tmp_short / "run" / "lokid.sock"
+    try:
+        run_case("starts_lokid", socket, project)
+    finally:
+        # The editor's lokid is a detached process of its own: it must be there to stop.
+        stop = [sys.executable, "-m", "lokictl", "--socket", str(socket), "--no-spawn"]
+        done = subprocess.run([*stop, "daemon", "stop"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

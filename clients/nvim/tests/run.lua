@@ -412,12 +412,30 @@ function cases.recent_events()
 end
 
 function cases.no_daemon()
-  -- No lokid: a command says so and the editor goes on.
+  -- No lokid, and the start command fails: a command says both and the editor goes on.
+  require("loki").setup({ start = { "sh", "-c", "echo cannot start it here >&2; exit 3" } })
   vim.cmd("Loki status")
+  local buf = "loki://status/" .. require("loki").project()
   wait("not running message", function()
-    return buf_has("loki://status/" .. require("loki").project(), "lokid is not running")
+    return buf_has(buf, "lokid is not running")
   end)
+  check(buf_has(buf, "sh exited 3: cannot start it here"), "the start command's failure is shown")
   check(require("loki").statusline() == "loki:offline")
+end
+
+function cases.starts_lokid()
+  -- No lokid: the first command starts it (lokictl ping spawns it) and then gets its answer.
+  require("loki").setup({ start = { vim.env.LOKI_TEST_PYTHON, "-m", "lokictl", "ping" } })
+  local c = require("loki").client()
+  vim.cmd("Loki status")
+  wait("connected to the lokid it started", function()
+    return c.state == "connected"
+  end, 30000)
+  local buf = "loki://status/" .. require("loki").project()
+  wait("status from lokid", function()
+    return buf_has(buf, require("loki").project())
+  end)
+  check(not buf_has(buf, "not running"), "no failure shown")
 end
 
 -- -- run one -------------------------------------------------------------------------------

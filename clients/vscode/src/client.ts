@@ -1,5 +1,6 @@
 // A lokid client over its unix socket: requests matched to replies by msgid, events,
 // subscriptions that survive a reconnect, reconnect with backoff. No VS Code imports.
+import { execFile } from "node:child_process";
 import { EventEmitter } from "node:events";
 import * as net from "node:net";
 import * as os from "node:os";
@@ -40,6 +41,9 @@ export interface ClientOptions {
   name?: string;
   backoffMinMs?: number;
   backoffMaxMs?: number;
+  /** A command (argv, no shell) that starts lokid, run when a connect you asked for finds
+   * nobody; never for a background reconnect. It gets LOKID_SOCKET = our socket path. */
+  start?: string[] | null;
 }
 
 interface Pending {
@@ -77,6 +81,8 @@ export class LokidClient extends EventEmitter {
   private timer: NodeJS.Timeout | null = null;
   private readonly backoffMin: number;
   private readonly backoffMax: number;
+  private readonly start: string[] | null;
+  private starting: Promise<void> | null = null;
 
   constructor(opts: ClientOptions = {}) {
     super();
@@ -84,10 +90,40 @@ export class LokidClient extends EventEmitter {
     this.name = opts.name ?? "vscode";
     this.backoffMin = opts.backoffMinMs ?? 50;
     this.backoffMax = opts.backoffMaxMs ?? 2000;
+    this.start = opts.start?.length ? opts.start : null;
   }
 
-  /** Connect (idempotent); resolves once hello has answered. */
+  /** Connect (idempotent); resolves once hello has answered. If nobody answers and
+   * `start` is set, it runs once and the connect is tried again. */
   connect(): Promise<void> {
+    if (this.starting) return this.starting;
+    return this.dial().catch((err: LokidError) => {
+      if (!this.start || err.code !== "unavailable" || this.state === "closed") throw err;
+      this.starting ??= this.startDaemon()
+        .then(() => this.dial())
+        .finally(() => (this.starting = null));
+      return this.starting;
+    });
+  }
+
+  private startDaemon(): Promise<void> {
+    const [cmd, ...args] = this.start!;
+    const env = { ...process.env, LOKID_SOCKET: this.socketPath };
+    return new Promise((resolve, reject) => {
+      execFile(cmd, args, { env, timeout: 60_000 }, (failed, stdout, stderr) => {
+        if (!failed) return resolve();
+        const said = `${stderr}${stdout}`.trim().split("\n").pop();
+        const how = typeof failed.code === "number" ? `exited ${failed.code}` : `failed (${failed.message})`;
+        reject(new LokidError("unavailable", `${this.notRunning()}; ${cmd} ${how}${said ? `: ${said}` : ""}`));
+      });
+    });
+  }
+
+  private notRunning(): string {
+    return `lokid is not running on ${this.socketPath}`;
+  }
+
+  private dial(): Promise<void> {
     if (this.state === "connected") return Promise.resolve();
     if (this.state === "closed") return Promise.reject(new LokidError("unavailable", "client closed"));
     if (this.connecting) return this.connecting;
@@ -133,7 +169,7 @@ export class LokidClient extends EventEmitter {
       sock.on("close", () => {
         if (!opened) {
           this.connecting = null;
-          const err = new LokidError("unavailable", `lokid is not running on ${this.socketPath}`);
+          const err = new LokidError("unavailable", this.notRunning());
           this.state = this.state === "closed" ? "closed" : this.everConnected ? "reconnecting" : "idle";
           if (this.state === "reconnecting") this.scheduleReconnect();
           reject(err);
@@ -168,7 +204,7 @@ export class LokidClient extends EventEmitter {
       this.timer = null;
       if (this.state === "reconnecting") {
         this.state = "idle";
-        this.connect().catch(() => undefined);
+        this.dial().catch(() => undefined);
       }
     }, this.backoff);
     this.timer.unref?.();

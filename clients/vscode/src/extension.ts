@@ -37,7 +37,11 @@ export function activate(context: vscode.ExtensionContext): void {
   const folder = vscode.workspace.workspaceFolders?.[0];
   if (!folder || folder.uri.scheme !== "file") return;
   const config = vscode.workspace.getConfiguration("loki");
-  const client = new LokidClient({ socketPath: config.get<string>("socketPath") || null, name: "vscode" });
+  const client = new LokidClient({
+    socketPath: config.get<string>("socketPath") || null,
+    name: "vscode",
+    start: config.get<string[]>("startCommand", ["lokictl", "ping"]),
+  });
   const state = new ProjectState(client, folder.uri.fsPath.replace(/\/+$/, ""));
 
   const bar = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Left, 50);

@@ -5,7 +5,7 @@ import * as path from "node:path";
 import { after, before, test } from "node:test";
 import { defaultSocketPath, LokidClient, LokidError } from "../src/client";
 import { LokidEvent } from "../src/wire";
-import { cleanup, Lokid, project, waitFor } from "./helpers";
+import { cleanup, Lokid, project, PYTHON, waitFor } from "./helpers";
 
 let root: string;
 let lokid: Lokid;
@@ -66,6 +66,35 @@ test("no daemon: requests reject with unavailable at once", async () => {
   const c = new LokidClient({ socketPath: path.join(root, "nobody.sock") });
   await assert.rejects(c.request("ping"), (e: LokidError) => e.code === "unavailable" && /not running/.test(e.message));
   c.close();
+});
+
+test("no daemon: a failing start command is reported with its last words", async () => {
+  const start = ["sh", "-c", "echo cannot start it here >&2; exit 3"];
+  const c = new LokidClient({ socketPath: path.join(root, "nobody.sock"), start });
+  await assert.rejects(c.request("ping"), (e: LokidError) => {
+    assert.equal(e.code, "unavailable");
+    assert.match(e.message, /lokid is not running on .*nobody\.sock; sh exited 3: cannot start it here$/);
+    return true;
+  });
+  c.close();
+});
+
+test("no daemon: the start command starts lokid and the request gets its answer", async () => {
+  const socket = path.join(root, "started", "lokid.sock");
+  const start = [PYTHON, "-m", "lokictl", "ping"]; // lokictl spawns lokid on LOKID_SOCKET
+  const stateHome = process.env.XDG_STATE_HOME;
+  process.env.XDG_STATE_HOME = path.join(root, "started-state"); // where that lokid logs
+  const c = new LokidClient({ socketPath: socket, start });
+  try {
+    const [a, b] = await Promise.all([c.request("ping"), c.request("daemon.status")]);
+    assert.match(a.time, /^\d{4}-/);
+    assert.equal(typeof b.pid, "number");
+    await c.request("daemon.shutdown");
+  } finally {
+    c.close();
+    if (stateHome === undefined) delete process.env.XDG_STATE_HOME;
+    else process.env.XDG_STATE_HOME = stateHome;
+  }
 });
 
 test("events arrive for a subscription, and again after lokid restarts", async () => {

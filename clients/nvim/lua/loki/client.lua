@@ -31,12 +31,16 @@ local Client = {}
 Client.__index = Client
 
 --- opts: socket (path or nil), name (client name for hello), on_state(state, info)
---- called on "connected", "reconnected", "disconnected", "failed"; backoff_min/max (ms).
+--- called on "connected", "reconnected", "disconnected", "failed"; backoff_min/max (ms);
+--- start: a command (argv list, no shell) that starts lokid, run when a connect you asked
+--- for finds nobody (never for a background reconnect); it gets LOKID_SOCKET = our path.
 function M.new(opts)
   opts = opts or {}
   local self = setmetatable({
     path = M.socket_path(opts.socket),
     name = opts.name or "nvim",
+    start = opts.start,
+    may_start = false, -- this connect was asked for, so `start` may run once for it
     on_state = opts.on_state or function() end,
     backoff_min = opts.backoff_min or 50,
     backoff_max = opts.backoff_max or 2000,
@@ -64,7 +68,13 @@ function Client:_set_state(what, info)
 end
 
 --- Connect now unless connected or connecting. cb(err) when the attempt settles.
+--- If nobody answers, `start` runs once and the connect is tried again.
 function Client:connect(cb)
+  self.may_start = true
+  self:_connect(cb)
+end
+
+function Client:_connect(cb)
   if self.state == "connected" then
     if cb then
       cb(nil)
@@ -78,6 +88,10 @@ function Client:connect(cb)
   if self.state == "connecting" then
     return
   end
+  self:_dial()
+end
+
+function Client:_dial()
   self.state = "connecting"
   self.generation = self.generation + 1
   local gen = self.generation
@@ -109,7 +123,48 @@ function Client:_settle_waiters(err)
   end
 end
 
+--- Run `start` for a connect that was asked for; the connect waits for it (requests
+--- stay queued), then dials again. Returns false when there is nothing to run.
+function Client:_start_daemon(err)
+  if not self.start or not self.may_start then
+    return false
+  end
+  self.may_start = false
+  local output = {}
+  local function keep(_, lines)
+    for _, line in ipairs(lines) do
+      if line ~= "" then
+        table.insert(output, line)
+      end
+    end
+  end
+  local ok, job = pcall(vim.fn.jobstart, self.start, {
+    env = { LOKID_SOCKET = self.path },
+    on_stdout = keep,
+    on_stderr = keep,
+    on_exit = function(_, code)
+      vim.schedule(function()
+        if code == 0 then
+          self:_dial()
+        else
+          local said = output[#output] and (": " .. output[#output]) or ""
+          local why = tostring(err) .. "; " .. self.start[1] .. " exited " .. code .. said
+          self:_connect_failed(why)
+        end
+      end)
+    end,
+  })
+  if not ok or job <= 0 then
+    self:_connect_failed(tostring(err) .. "; could not run " .. tostring(self.start[1]))
+    return true
+  end
+  return true
+end
+
 function Client:_connect_failed(err)
+  if self:_start_daemon(err) then
+    return
+  end
   local reconnecting = self.ever_connected and not self.closed_by_user
   self.state = reconnecting and "reconnecting" or "idle"
   local msg = "lokid is not running on " .. self.path .. " (" .. tostring(err) .. ")"
@@ -160,6 +215,7 @@ function Client:_connected(pipe, gen)
     self.state = "connected"
     local first = not self.ever_connected
     self.ever_connected = true
+    self.may_start = false
     self.backoff = nil
     local queued = self.queued
     self.queued = {}
@@ -223,7 +279,7 @@ function Client:_schedule_reconnect()
     vim.schedule(function()
       if self.state == "reconnecting" then
         self.state = "idle"
-        self:connect()
+        self:_connect()
       end
     end)
   end)

@@ -10,6 +10,9 @@ M.config = {
   notify = true, -- vim.notify on breaker opened, dead-lettered task, run exited
   max_events = 1000, -- lines kept in the events buffer
   list_limit = 200, -- tasks shown per state in the tasks buffer
+  -- Start lokid when a command finds it not running: nil = `lokictl ping` if lokictl is
+  -- on PATH (it uses the installed service, else spawns lokid), false = never, or argv.
+  start = nil,
 }
 
 local STATES = { "pending", "in-progress", "completed", "dead-letter", "cancelled" }
@@ -68,11 +71,22 @@ local function err_text(err)
   return tostring(err)
 end
 
+local function start_command()
+  if M.config.start == false then
+    return nil
+  end
+  if M.config.start == nil then
+    return vim.fn.executable("lokictl") == 1 and { "lokictl", "ping" } or nil
+  end
+  return M.config.start
+end
+
 function M.client()
   if not client then
     client = clientmod.new({
       socket = M.config.socket or vim.g.loki_socket,
       name = "nvim",
+      start = start_command(),
       on_state = function(state, info)
         if state == "disconnected" then
           if not said_lost then
