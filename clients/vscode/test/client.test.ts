@@ -1,6 +1,8 @@
 // The client module against a real lokid: requests, out-of-order replies, errors,
 // cancellation, events, and reconnect with resubscription after a restart.
 import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as net from "node:net";
 import * as path from "node:path";
 import { after, before, test } from "node:test";
 import { defaultSocketPath, LokidClient, LokidError } from "../src/client";
@@ -94,6 +96,30 @@ test("no daemon: the start command starts lokid and the request gets its answer"
     c.close();
     if (stateHome === undefined) delete process.env.XDG_STATE_HOME;
     else process.env.XDG_STATE_HOME = stateHome;
+  }
+});
+
+test("background reconnects never run the start command", async () => {
+  // A stand-in that hangs up on every connection: each reconnect attempt is one accept.
+  const socket = path.join(root, "hangup.sock");
+  let accepts = 0;
+  const server = net.createServer((conn) => {
+    accepts++;
+    conn.destroy();
+  });
+  await new Promise<void>((r) => server.listen(socket, r));
+  const marker = path.join(root, "started-by-reconnect");
+  const c = new LokidClient({ socketPath: lokid.socket, backoffMinMs: 5, backoffMaxMs: 10, start: ["touch", marker] });
+  try {
+    await c.request("ping");
+    await lokid.stop();
+    fs.renameSync(socket, lokid.socket); // lokid's path now leads to the stand-in
+    await waitFor("five reconnect attempts", () => accepts >= 5);
+    assert.equal(fs.existsSync(marker), false);
+  } finally {
+    c.close();
+    server.close();
+    lokid = await new Lokid(root).start();
   }
 });
 
