@@ -7,6 +7,8 @@ Prints, from one run:
 - a claim+complete cycle beside lokid's own ping: as two requests (claim, then
   complete) and as one (complete with claimNext, the next claim in the same
   transaction);
+- that claimNext cycle in-process, without a socket, and the same with each cycle
+  after a round trip to another process (the floor under the socket figures);
 - pipelined enqueue_many, tasks/s.
 
 usage: python bench/bench_queue.py [--shell-claims 10] [--big 100000]
@@ -17,12 +19,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -135,10 +139,12 @@ def fused_cycles(sock, project: str, n: int, caps: list[str] = CAPS) -> list[flo
     return out
 
 
-def in_process_cycles(n_tasks: int, n: int) -> list[float]:
+def in_process_cycles(
+    n_tasks: int, n: int, between: Callable[[], object] | None = None
+) -> list[float]:
     """The queue's own work for one claimNext cycle, no socket: `Queue.complete` with a
     next claim, called directly on a store of `n_tasks` pending (the floor under the
-    socket figures above)."""
+    socket figures above). `between` runs before each cycle, untimed."""
     from lokid.breakers import BreakerConfigs
     from lokid.queue import Claim, Queue
     from lokid.store.sqlite import SqliteStore
@@ -152,6 +158,8 @@ def in_process_cycles(n_tasks: int, n: int) -> list[float]:
         task = queue.claim("b", CAPS, None).task
         out, clock = [], time.perf_counter_ns
         for _ in range(n):
+            if between is not None:
+                between()
             start = clock()
             task = queue.complete(task.id, "b", REPORT, then).next.task
             out.append((clock() - start) / 1000)
@@ -163,6 +171,35 @@ def in_process_cycles(n_tasks: int, n: int) -> list[float]:
 
 def _ignore(*args: object) -> None:
     pass
+
+
+def after_round_trips(n_tasks: int, n: int) -> list[float]:
+    """`in_process_cycles`, each cycle right after a one-byte round trip to another
+    process: the thread blocks and wakes as a daemon's does between requests, and on
+    this kind of machine (a VM) the same code then runs measurably slower."""
+    here, there = socket.socketpair()
+    echo = subprocess.Popen(
+        [sys.executable, "-c", _ECHO, str(there.fileno())], pass_fds=[there.fileno()]
+    )
+    there.close()
+
+    def round_trip() -> None:
+        here.send(b"x")
+        here.recv(1)
+
+    try:
+        return in_process_cycles(n_tasks, n, round_trip)
+    finally:
+        here.close()
+        echo.wait(10)
+
+
+_ECHO = """
+import socket, sys
+s = socket.socket(fileno=int(sys.argv[1]))
+while data := s.recv(1):
+    s.send(data)
+"""
 
 
 def shell_claims(n_tasks: int, claims: int) -> float:
@@ -254,6 +291,11 @@ def main() -> None:
     print(
         f"  the same claimNext cycle in-process, no socket (Queue + SQLite only): "
         f"p50 {bare:.1f} us = {bare / ping_p50:.2f}x that ping"
+    )
+    woken = pct(after_round_trips(10_000, args.cycles), 50)
+    print(
+        f"  the same, each cycle after a round trip to another process (untimed): "
+        f"p50 {woken:.1f} us = {woken / ping_p50:.2f}x that ping"
     )
 
 
