@@ -124,7 +124,8 @@ function Client:_settle_waiters(err)
 end
 
 --- Run `start` for a connect that was asked for; the connect waits for it (requests
---- stay queued), then dials again. Returns false when there is nothing to run.
+--- stay queued), then dials again. Returns false when it may not run (then the caller
+--- reports the failure); true when it ran or has reported its own failure.
 function Client:_start_daemon(err)
   if not self.start or not self.may_start then
     return false
@@ -156,7 +157,6 @@ function Client:_start_daemon(err)
   })
   if not ok or job <= 0 then
     self:_connect_failed(tostring(err) .. "; could not run " .. tostring(self.start[1]))
-    return true
   end
   return true
 end
