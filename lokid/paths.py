@@ -37,6 +37,33 @@ def logical_cwd(env: Mapping[str, str] | None = None) -> str:
     return env.get("PWD") or os.getcwd()
 
 
+def absolute_project(text: str, env: Mapping[str, str] | None = None) -> str:
+    """A project path as a user types it (`.`, `proj/`, `../app`) made absolute and normal
+    against the logical $PWD, symlinks kept: the wire accepts only normal absolute paths."""
+    path = text if os.path.isabs(text) else os.path.join(logical_cwd(env), text)
+    path = os.path.normpath(path)
+    return "/" + path.lstrip("/") if path.startswith("//") else path
+
+
+def find_project(start: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The nearest folder at or above `start` that holds a `.loki/` folder, as git finds
+    its repository; None outside any project.
+
+    `$HOME` itself never counts (its `.loki/` is Loki Mode's global folder, not a
+    project) unless `start` is $HOME: asking from there means it.
+    """
+    env = os.environ if env is None else env
+    home = os.path.normpath(env.get("HOME") or str(Path.home()))
+    path = start = absolute_project(start, env)
+    while True:
+        if (path != home or path == start) and os.path.isdir(os.path.join(path, ".loki")):
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
 def resolve_socket_path(explicit: str | None, env: Mapping[str, str] | None = None) -> Path:
     path = Path(explicit) if explicit else default_socket_path(env)
     check_sun_path(path)
