@@ -145,8 +145,8 @@ def in_process_cycles(
     """The queue's own work for one claimNext cycle, no socket: `Queue.complete` with a
     next claim, called directly on a store of `n_tasks` pending (the floor under the
     socket figures above). `between` runs before each cycle, untimed."""
-    from lokid.breakers import BreakerConfigs
-    from lokid.queue import Claim, Queue
+    from lokid.queue.breaker_config import BreakerConfigs
+    from lokid.queue.core import Claim, Queue
     from lokid.store.sqlite import SqliteStore
 
     work = Path(tempfile.mkdtemp(prefix="lkq-bare-"))

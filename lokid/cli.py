@@ -1,25 +1,32 @@
-"""`lokid serve`: run the daemon in the foreground (supervisors and lokictl start it)."""
+"""`lokid serve`: run the daemon in the foreground (supervisors and lokictl start it);
+`lokid service install|uninstall`: run it as a systemd or launchd user service."""
+
+from __future__ import annotations
 
 import argparse
-import logging
+import functools
 import sys
 
 import trio
 
 from lokid import __version__
-from lokid.daemon import Daemon
+from lokid.errors import StartupError
 from lokid.log import configure
-from lokid.methods import build_router, queue, runs
-from lokid.paths import UnsafePath, resolve_socket_path, state_dir
-from lokid.server.listener import AlreadyRunning
+from lokid.paths import resolve_socket_path, state_dir
 from lokid.service import units
-from lokid.service.activation import ActivationError, open_listener
-from lokid.service.notify import Notifier
-from lokid.service.supervise import supervised
-from lokid.settings import Settings, env_default
-from lokid.watch.area import with_watch
+from lokid.settings import DURABILITIES, LOG_LEVELS, BadSetting, load, microseconds, seconds, size
 
-log = logging.getLogger("lokid")
+
+def _option(parser_fn):
+    """An argparse type that reports a bad value the way the environment's are reported."""
+
+    def convert(text: str):
+        try:
+            return parser_fn(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {exc}") from exc
+
+    return convert
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,33 +37,30 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--socket", help="socket path (default: $LOKID_SOCKET, then per-user)")
     serve.add_argument(
         "--log-level",
-        default=env_default("LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
+        choices=LOG_LEVELS,
         help="log verbosity (env LOKID_LOG_LEVEL; default info)",
     )
     serve.add_argument(
         "--max-frame",
-        type=int,
-        default=int(env_default("MAX_FRAME", str(16 * 1024 * 1024))),
-        help="largest request body in bytes (env LOKID_MAX_FRAME; default 16 MiB)",
+        type=_option(size),
+        help="largest request body, bytes or 16MiB (env LOKID_MAX_FRAME; default 16 MiB)",
     )
     serve.add_argument(
         "--durability",
-        default=env_default("DURABILITY", "normal"),
-        choices=["normal", "full"],
-        help="normal: acknowledged work survives a lokid crash; full: also an OS crash",
+        choices=DURABILITIES,
+        help="normal: acknowledged work survives a lokid crash; full: also an OS crash "
+        "(env LOKID_DURABILITY; default normal)",
     )
     serve.add_argument(
         "--shutdown-grace",
-        type=float,
-        default=float(env_default("SHUTDOWN_GRACE", "5")),
-        help="seconds SIGTERM waits for in-flight requests (default 5)",
+        type=_option(seconds),
+        help="seconds SIGTERM waits for in-flight requests (env LOKID_SHUTDOWN_GRACE; default 5)",
     )
     serve.add_argument(
         "--spin-us",
-        type=float,
-        default=float(env_default("SPIN_US", "50")),
-        help="microseconds to poll for a client's next request before sleeping (0: off)",
+        type=_option(microseconds),
+        help="microseconds to poll for a client's next request before sleeping; 0: off "
+        "(env LOKID_SPIN_US; default 50)",
     )
     _add_service_options(sub, serve)
     return parser
@@ -66,7 +70,7 @@ def _add_service_options(sub: argparse._SubParsersAction, serve: argparse.Argume
     """`serve --idle-exit` and `service install|uninstall` (running under systemd or launchd)."""
     serve.add_argument(
         "--idle-exit",
-        type=_seconds,
+        type=_option(seconds),
         metavar="SECONDS",
         help="with a socket from systemd/launchd: exit after SECONDS with no clients and no work",
     )
@@ -81,49 +85,43 @@ def _add_service_options(sub: argparse._SubParsersAction, serve: argparse.Argume
         )
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be a number of seconds >= 0")
-    return value
-
-
 def _service(args: argparse.Namespace) -> int:
     return units.run(args.action, args.manager, now=getattr(args, "now", False))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from lokid.app import build_app, build_daemon
+    from lokid.service.choose import open_listener
+    from lokid.service.notify import Notifier
+    from lokid.service.supervise import supervised
+
+    given = {
+        "log_level": args.log_level,
+        "max_frame": args.max_frame,
+        "durability": args.durability,
+        "shutdown_grace": args.shutdown_grace,
+        "spin_us": args.spin_us,
+    }
+    try:
+        settings = load(resolve_socket_path(args.socket), state_dir(), given)
+        configure(settings.log_level)
+        listener = open_listener(settings.socket, args.idle_exit)
+    except StartupError as exc:
+        print(f"lokid: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, BadSetting) else 1
+    notifier = Notifier.from_env()
+    app = build_app(settings)
+    daemon = build_daemon(app, listener=listener, notifier=notifier, idle_after=args.idle_exit)
+    serve = functools.partial(daemon.serve, listener)
+    trio.run(supervised, serve, app.lifecycle, notifier, app.summary)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "service":
         return _service(args)
-    configure(args.log_level)
-    try:
-        settings = Settings(
-            socket=resolve_socket_path(args.socket),
-            state_dir=state_dir(),
-            log_level=args.log_level,
-            max_frame=args.max_frame,
-            durability=args.durability,
-            shutdown_grace=args.shutdown_grace,
-            spin_us=args.spin_us,
-            outbox_limit=int(env_default("OUTBOX_LIMIT", str(4 * 1024 * 1024))),
-            view_delay=float(env_default("VIEW_DELAY", "0.05")),
-            completed_keep=int(env_default("COMPLETED_KEEP", "500")),
-            watch_step_ms=int(env_default("WATCH_STEP_MS", "5")),
-            watch_debounce_ms=int(env_default("WATCH_DEBOUNCE_MS", "200")),
-            stop_signal_grace=float(env_default("STOP_SIGNAL_GRACE", "10")),
-        )
-        listener = open_listener(settings.socket, args.idle_exit)
-    except (UnsafePath, AlreadyRunning, ActivationError) as exc:
-        print(f"lokid: {exc}", file=sys.stderr)
-        return 1
-    daemon = build_daemon(settings)
-    trio.run(supervised, daemon, listener, Notifier.from_env(), args.idle_exit)
-    return 0
-
-
-def build_daemon(settings: Settings) -> Daemon:
-    return with_watch(runs.with_runs(queue.with_queues(Daemon(settings, build_router()))))
+    return _serve(args)
 
 
 if __name__ == "__main__":

@@ -1,115 +1,98 @@
-"""The daemon: its shared state, and the nursery tree that runs it.
+"""The daemon's lifecycle: the nursery tree that runs the areas and serves the connections.
 
     serve
     ├── signals             SIGTERM/SIGINT stop, SIGHUP reload
-    ├── services            background work areas register (lease sweeper, views, ...)
+    ├── areas               each area's background work (sweeper, watcher, engine follower)
+    ├── spawned work        started by areas while running (view writers, STOP graces)
     └── connections
         ├── accept loop     until stop
         └── one task per connection
 
 Stopping closes the listener first, lets each connection finish what it has in
-flight for `shutdown_grace` seconds, cancels the rest, then runs the stop hooks.
+flight for `shutdown_grace` seconds, cancels the rest, then closes the areas.
+The daemon owns no state of its own beyond its connections: the composition
+root (`app.py`) builds the areas and hands them in.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+import socket
+from collections.abc import Callable, Sequence
 
 import trio
 
-from lokid import __version__
+from lokid.errors import guarded
 from lokid.hub import Hub
-from lokid.projects import Projects
-from lokid.server.connection import CLOSE_FLUSH_SECONDS, encode_message
-from lokid.server.dispatch import Router
+from lokid.lifecycle import Area, Lifecycle, Work
+from lokid.server.connection import CLOSE_FLUSH_SECONDS, Connection, Limits
+from lokid.server.dispatch import Dispatch
 from lokid.server.listener import Listener, accept_loop
-from lokid.settings import Settings
-
-if TYPE_CHECKING:
-    from lokid.queues import QueueArea
-    from lokid.server.connection import Connection
-    from lokid.watch.area import WatchArea
+from lokid.wire.events import ConfigReloaded, DaemonStopping
 
 log = logging.getLogger("lokid.daemon")
 
-Service = Callable[["Daemon"], Awaitable[None]]
+Hook = Callable[[], None]
+AREA_RESTART_DELAY = 1.0  # seconds before an area whose work failed is started again
 
 
 class Daemon:
-    def __init__(self, settings: Settings, router: Router) -> None:
-        self.settings = settings
-        self.router = router
-        self.version = __version__
-        self.pid = os.getpid()
-        self.hub = Hub(encode_message)
-        self.projects = Projects(settings.state_dir / "projects.json")
-        self.projects.restore()
-        self.hub.observers.append(self._remember)
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        hub: Hub,
+        dispatch: Dispatch,
+        areas: Sequence[Area],
+        *,
+        limits: Limits,
+        shutdown_grace: float,
+        before_reload: Sequence[Hook] = (),
+        after_reload: Sequence[Hook] = (),
+        background: Sequence[Work] = (),
+    ) -> None:
+        self.lifecycle = lifecycle
+        self._hub = hub
+        self._dispatch = dispatch
+        self._areas = list(areas)
+        self._limits = limits
+        self._grace = shutdown_grace
+        # Run before and after the areas reload (sd_notify RELOADING=1 ... READY=1).
+        self._before_reload = list(before_reload)
+        self._after_reload = list(after_reload)
+        self._background = list(background)
         self.connections: set[Connection] = set()
-        self.started = time.monotonic()
-        self.services: list[Service] = []
-        self.reload_hooks: list[Callable[[], None]] = []
-        # Run before and after the reload hooks (sd_notify RELOADING=1 ... READY=1).
-        self.reload_begin_hooks: list[Callable[[], None]] = []
-        self.reload_end_hooks: list[Callable[[], None]] = []
-        # Each returns True when its area is idle (no claimed task, no running container);
-        # `serve --idle-exit` stops only when all do and no client is connected.
-        self.idle_checks: list[Callable[[], bool]] = []
-        self.stop_hooks: list[Callable[[], None]] = []
-        self._stop = trio.Event()
-        self._nursery: trio.Nursery | None = None
-        self.queues: QueueArea  # set by lokid.methods.queue.with_queues
-        self.watch: WatchArea  # set by lokid.watch.area.with_watch
-        self._spawn_later: list[tuple[Callable[..., Awaitable[None]], tuple[object, ...]]] = []
+        lifecycle.connections = self.connections
 
-    def _remember(self, topic: str, project: str | None, time: str, data: object) -> None:
-        """Keep each project's last events for `project.status`."""
-        if project is not None:
-            known = self.projects.known(project)
-            if known is not None:
-                known.recent.append({"topic": topic, "time": time, "data": data})
+    def add_background(self, work: Work) -> None:
+        """More work for the daemon's life (say, idle exit); before `serve` only."""
+        self._background.append(work)
 
-    def spawn(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
-        """Run background work for the daemon's life (e.g. a project's view writer)."""
-        if self._nursery is None:
-            self._spawn_later.append((fn, args))
-        else:
-            self._nursery.start_soon(fn, *args)
+    def add_reload_hooks(self, before: Hook, after: Hook) -> None:
+        self._before_reload.append(before)
+        self._after_reload.append(after)
 
-    def project_paths(self) -> list[str]:
-        return self.projects.paths()
-
-    @property
-    def uptime(self) -> float:
-        return time.monotonic() - self.started
-
-    def request_shutdown(self, why: str) -> None:
-        if not self._stop.is_set():
-            log.info("shutting down (%s)", why)
-            self._stop.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    async def wait_stopping(self) -> None:
-        """Return once shutdown was requested (lets a service act before the drain)."""
-        await self._stop.wait()
+    def areas_idle(self) -> bool:
+        """Every area idle (no claimed task, no running container); a failing check is busy."""
+        for area in self._areas:
+            try:
+                if not area.idle():
+                    return False
+            except Exception:
+                log.exception("idle check of %r failed; assuming busy", area)
+                return False
+        return True
 
     def reload(self) -> None:
         """SIGHUP: each area re-reads its configuration; one failing does not stop the rest."""
         log.info("reloading configuration")
-        for hook in [*self.reload_begin_hooks, *self.reload_hooks, *self.reload_end_hooks]:
+        hooks = [*self._before_reload, *(a.reload for a in self._areas), *self._after_reload]
+        for hook in hooks:
             try:
                 hook()
             except Exception:
-                log.exception("reload hook %r failed", hook)
-        self.hub.publish("config.reloaded", None, {"source": "daemon"})
+                log.exception("reload of %r failed", hook)
+        self._hub.emit(None, ConfigReloaded(source="daemon"))
 
     async def serve(
         self,
@@ -122,42 +105,72 @@ class Daemon:
             async with trio.open_nursery() as root:
                 if handle_signals:
                     await root.start(self._signals)
-                for service in self.services:
-                    root.start_soon(service, self)
-                self._nursery = root
-                for fn, args in self._spawn_later:
-                    root.start_soon(fn, *args)
-                self._spawn_later.clear()
+                for area in self._areas:
+                    root.start_soon(self._run_area, area)
+                for work in self._background:
+                    root.start_soon(work)
+                self.lifecycle.spawn.attach(root)
                 await self._serve_connections(listener, task_status)
                 root.cancel_scope.cancel()
         finally:
-            for hook in reversed(self.stop_hooks):
+            for area in reversed(self._areas):
                 try:
-                    hook()
+                    area.close()
                 except Exception:
-                    log.exception("stop hook %r failed", hook)
+                    log.exception("closing %r failed", area)
             listener.close()
             log.info("stopped")
 
+    async def _run_area(self, area: Area) -> None:
+        """An area's background work for the daemon's life: a failure is logged and the work
+        started again (as a supervisor would), never the end of the daemon."""
+        name = type(area).__name__
+        while True:
+            failed = False
+
+            async def run() -> None:
+                nonlocal failed
+                failed = True
+                await area.run()
+                failed = False
+
+            await guarded(f"the {name} area", run)
+            if not failed:
+                return
+            await trio.sleep(AREA_RESTART_DELAY)
+
+    def _accepted(self, nursery: trio.Nursery) -> Callable[[socket.socket, int | None], None]:
+        def accepted(sock: socket.socket, pid: int | None) -> None:
+            conn = Connection(sock, self._limits, self._dispatch, self._closed, pid)
+            self.connections.add(conn)
+            nursery.start_soon(conn.run)
+
+        return accepted
+
+    def _closed(self, conn: Connection) -> None:
+        self._hub.drop(conn)
+        self.connections.discard(conn)
+
     async def _serve_connections(self, listener: Listener, task_status: trio.TaskStatus) -> None:
+        life = self.lifecycle
         async with trio.open_nursery() as conns:
             accept_scope = trio.CancelScope()
 
             async def accept() -> None:
                 with accept_scope:
-                    await accept_loop(self, listener, conns)
+                    await accept_loop(listener, lambda: life.stopping, self._accepted(conns))
 
             conns.start_soon(accept)
             where = listener.path or listener.sock.getsockname() or "an inherited socket"
-            log.info("lokid %s serving on %s (pid %d)", self.version, where, self.pid)
+            log.info("lokid %s serving on %s (pid %d)", life.version, where, life.pid)
             task_status.started()
-            await self._stop.wait()
+            await life.wait_stopping()
             accept_scope.cancel()
             listener.sock.close()  # new clients are refused now; the file goes at the end
-            self.hub.publish("daemon.stopping", None, {"pid": self.pid})
+            self._hub.emit(None, DaemonStopping(pid=life.pid))
             for conn in list(self.connections):
                 conn.stop_reading()
-            if not await self._connections_closed(self.settings.shutdown_grace):
+            if not await self._connections_closed(self._grace):
                 log.warning(
                     "cancelling the requests of %d busy connection(s)", len(self.connections)
                 )
@@ -179,4 +192,4 @@ class Daemon:
                 if signum == signal.SIGHUP:
                     self.reload()
                 else:
-                    self.request_shutdown(signal.Signals(signum).name)
+                    self.lifecycle.request_shutdown(signal.Signals(signum).name)

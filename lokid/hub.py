@@ -1,10 +1,13 @@
 """Subscriptions and event fan-out.
 
-Every event goes to each matching subscription through its connection's
-outbox, which refuses rather than grows when the client is not reading. A
-refused event still takes its `seq`, so the gap is visible; once the outbox
-drains, the subscription's next message is a `resync` event naming the gap,
-telling the client to re-read state instead of trusting its picture.
+Every event goes to each matching subscription through its subscriber's outbox, which
+refuses rather than grows when the client is not reading. A refused event still takes its
+`seq`, so the gap is visible; once the outbox drains, the subscription's next message is a
+`resync` event naming the gap, telling the client to re-read state instead of trusting its
+picture.
+
+The hub knows subscribers only through the small `Subscriber` protocol (a connection is one),
+so it can be tested, and used, without a socket.
 """
 
 from __future__ import annotations
@@ -15,18 +18,36 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+import msgspec
 
 from lokid.wire.daemon import Event
+from lokid.wire.events import EventData, Resync
 from lokid.wire.messages import Notification
 from lokid.wire.times import iso
 
-if TYPE_CHECKING:
-    from lokid.server.connection import Connection
-
 log = logging.getLogger("lokid.hub")
 
-RESYNC = "resync"
+_encode_data = msgspec.msgpack.Encoder().encode
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a client: an id, a non-blocking offer, a wake-up on space."""
+
+    id: int
+
+    def offer_event(self, frame: bytes | bytearray) -> bool:
+        """Queue an event frame if it fits; False means it was dropped."""
+        ...
+
+    def on_space(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the subscriber's queue has room again after a refusal."""
+        ...
+
+
+Observer = Callable[[str, str | None, str, Any], None]
+Encode = Callable[[Notification], bytes | bytearray]
 
 
 def compile_topics(patterns: Iterable[str]) -> re.Pattern[str]:
@@ -35,11 +56,13 @@ def compile_topics(patterns: Iterable[str]) -> re.Pattern[str]:
 
 
 class Subscription:
-    __slots__ = ("conn", "dropped_first", "dropped_last", "id", "matcher", "project", "seq")
+    __slots__ = ("dropped_first", "dropped_last", "id", "matcher", "project", "seq", "subscriber")
 
-    def __init__(self, sub_id: int, conn: Connection, topics: list[str], project: str | None):
+    def __init__(
+        self, sub_id: int, subscriber: Subscriber, topics: list[str], project: str | None
+    ) -> None:
         self.id = sub_id
-        self.conn = conn
+        self.subscriber = subscriber
         self.matcher = compile_topics(topics)
         self.project = project
         self.seq = 0
@@ -53,39 +76,46 @@ class Subscription:
 
 
 class Hub:
-    def __init__(self, encode: Callable[[Notification], bytes | bytearray]) -> None:
+    def __init__(self, encode: Encode) -> None:
         self._encode = encode
         self._subs: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
-        self._by_conn: dict[int, set[int]] = {}
+        self._by_subscriber: dict[int, set[int]] = {}
         self.published = 0
         # Called with (topic, project, time, data) for every event, subscribers or not.
-        self.observers: list[Callable[[str, str | None, str, Any], None]] = []
+        self.observers: list[Observer] = []
 
-    def subscribe(self, conn: Connection, topics: list[str], project: str | None) -> Subscription:
-        sub = Subscription(next(self._ids), conn, topics, project)
+    def subscribe(
+        self, subscriber: Subscriber, topics: list[str], project: str | None
+    ) -> Subscription:
+        sub = Subscription(next(self._ids), subscriber, topics, project)
         self._subs[sub.id] = sub
-        owned = self._by_conn.setdefault(conn.id, set())
+        owned = self._by_subscriber.setdefault(subscriber.id, set())
         if not owned:
-            conn.outbox.on_space(lambda: self._resync_connection(conn.id))
+            subscriber.on_space(lambda: self._resync_subscriber(subscriber.id))
         owned.add(sub.id)
         return sub
 
-    def unsubscribe(self, conn: Connection, sub_id: int) -> bool:
+    def unsubscribe(self, subscriber: Subscriber, sub_id: int) -> bool:
         sub = self._subs.get(sub_id)
-        if sub is None or sub.conn is not conn:
+        if sub is None or sub.subscriber is not subscriber:
             return False
         del self._subs[sub_id]
-        self._by_conn[conn.id].discard(sub_id)
+        self._by_subscriber[subscriber.id].discard(sub_id)
         return True
 
-    def drop_connection(self, conn: Connection) -> None:
-        for sub_id in self._by_conn.pop(conn.id, ()):
+    def drop(self, subscriber: Subscriber) -> None:
+        """The subscriber went away: forget its subscriptions."""
+        for sub_id in self._by_subscriber.pop(subscriber.id, ()):
             self._subs.pop(sub_id, None)
 
     @property
     def subscriptions(self) -> int:
         return len(self._subs)
+
+    def emit(self, project: str | None, data: EventData) -> None:
+        """Publish an event whose topic is its type's."""
+        self.publish(data.TOPIC, project, data)
 
     def publish(self, topic: str, project: str | None, data: Any = None) -> None:
         self.published += 1
@@ -96,19 +126,25 @@ class Hub:
         now = iso(time.time())
         for observer in self.observers:
             observer(topic, project, now, data)
+        body: msgspec.Raw | None = None
         for sub in list(self._subs.values()):
             if sub.wants(topic, project):
-                self._deliver(sub, topic, project, now, data)
+                if body is None:  # encoded once, whatever the number of subscribers
+                    body = msgspec.Raw(_encode_data(data))
+                self._deliver(sub, topic, project, now, body)
 
-    def _deliver(self, sub: Subscription, topic: str, project: str | None, now: str, data: Any):
+    def _deliver(
+        self, sub: Subscription, topic: str, project: str | None, now: str, body: msgspec.Raw
+    ) -> None:
         if sub.dropped_first is not None and not self._send_resync(sub, now):
             sub.seq += 1
             self._dropped(sub)
             return
         sub.seq += 1
-        event = Event(sub.id, sub.seq, topic, project, now, data)
-        frame = self._encode(Notification("event", event))
-        if not sub.conn.offer_event(frame):
+        frame = self._encode(
+            Notification("event", Event(sub.id, sub.seq, topic, project, now, body))
+        )
+        if not sub.subscriber.offer_event(frame):
             self._dropped(sub)
 
     @staticmethod
@@ -116,27 +152,30 @@ class Hub:
         """The event numbered `sub.seq` did not fit; remember the gap for the resync."""
         if sub.dropped_first is None:
             sub.dropped_first = sub.seq
-            log.info("subscriber %d on connection %d is slow; dropping events", sub.id, sub.conn.id)
+            log.info(
+                "subscriber %d on connection %d is slow; dropping events",
+                sub.id,
+                sub.subscriber.id,
+            )
         sub.dropped_last = sub.seq
 
     def _send_resync(self, sub: Subscription, now: str) -> bool:
-        data = {
-            "dropped": sub.dropped_last - sub.dropped_first + 1,
-            "first": sub.dropped_first,
-            "last": sub.dropped_last,
-        }
-        frame = self._encode(
-            Notification("event", Event(sub.id, sub.seq + 1, RESYNC, sub.project, now, data))
+        assert sub.dropped_first is not None
+        data = Resync(
+            dropped=sub.dropped_last - sub.dropped_first + 1,
+            first=sub.dropped_first,
+            last=sub.dropped_last,
         )
-        if not sub.conn.offer_event(frame):
+        event = Event(sub.id, sub.seq + 1, Resync.TOPIC, sub.project, now, data)
+        if not sub.subscriber.offer_event(self._encode(Notification("event", event))):
             return False
         sub.seq += 1
         sub.dropped_first = None
         return True
 
-    def _resync_connection(self, conn_id: int) -> None:
+    def _resync_subscriber(self, subscriber_id: int) -> None:
         now = iso(time.time())
-        for sub_id in self._by_conn.get(conn_id, ()):
+        for sub_id in self._by_subscriber.get(subscriber_id, ()):
             sub = self._subs.get(sub_id)
             if sub is not None and sub.dropped_first is not None:
                 self._send_resync(sub, now)

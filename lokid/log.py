@@ -1,17 +1,12 @@
 """Logging: one line per event on stderr, secrets redacted before anything is written."""
 
 import logging
-import os
 import sys
 import time
 
-# Environment variables whose values must never reach a log line.
-SECRET_VARS = ("ANTHROPIC_API_KEY", "GITHUB_TOKEN", "GH_TOKEN", "OPENAI_API_KEY")
+from lokid.secret_env import secret_values
+
 REDACTED = "[redacted]"
-
-
-def secret_values() -> list[str]:
-    return [v for name in SECRET_VARS if len(v := os.environ.get(name, "")) >= 4]
 
 
 def redact(text: str, secrets: list[str] | None = None) -> str:

@@ -1,6 +1,7 @@
 """Where lokid's socket and state live, and the checks that keep them private.
 
-Standard library only: `lokictl` resolves the same socket path as the daemon.
+Light (the standard library and `lokid.errors`): `lokictl` resolves the same socket path
+as the daemon.
 """
 
 import contextlib
@@ -10,12 +11,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from lokid.errors import UnsafePath
+
 # sun_path is 108 bytes on Linux and 104 on the BSDs/macOS, NUL included.
 SUN_PATH_MAX = 104 if sys.platform == "darwin" else 108
-
-
-class UnsafePath(Exception):
-    """A socket or state path that lokid refuses to use; the message says why."""
 
 
 def default_socket_path(env: Mapping[str, str] | None = None) -> Path:

@@ -3,7 +3,7 @@
 A project is named by the absolute path the client gave, exactly as given
 (Loki Mode derives container names from the logical `$PWD`, not a resolved
 path), so the path must already be normal: no `.`/`..` parts, no doubled or
-trailing slashes. Each area keeps its per-project state on the `Project`.
+trailing slashes. Areas keep their own per-project state, keyed by the path.
 
 The set of watched projects is saved in lokid's state folder and restored at
 start, so a restart watches what was watched before.
@@ -48,13 +48,11 @@ def check_project_path(path: str) -> str:
 
 
 class Project:
-    __slots__ = ("areas", "loki", "missing", "path", "recent", "watched")
+    __slots__ = ("loki", "missing", "path", "recent", "watched")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.loki = Path(path) / ".loki"
-        # Per-area state (the queue store, the run tracker, ...), keyed by area name.
-        self.areas: dict[str, Any] = {}
         self.watched = False
         self.missing = False
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
@@ -93,7 +91,7 @@ class Projects:
             return
         for path in saved.projects:
             try:
-                project = self._known(check_project_path(path))
+                project = self._entry(check_project_path(path))
             except InvalidParams:
                 log.warning("ignoring bad saved project path %r", path)
                 continue
@@ -117,25 +115,27 @@ class Projects:
 
     # -- lookups -------------------------------------------------------------------------
 
-    def _known(self, path: str) -> Project:
+    def _entry(self, path: str) -> Project:
+        """The project at `path`, made known (not watched) if it was not."""
         project = self._by_path.get(path)
         if project is None:
             project = self._by_path[path] = Project(path)
         return project
 
-    def get(self, path: str) -> Project:
-        """The project at `path`. Naming an existing folder adds it to the watched set."""
+    def use(self, path: str) -> Project:
+        """The project a request names. Naming an existing folder adds it to the watched set
+        (and saves the set), as PROTOCOL.md 6.2 says."""
         project = self._by_path.get(path)
         if project is not None and project.watched:
             return project  # the hot path: its path was checked when it became known
-        project = self._known(check_project_path(path))
+        project = self._entry(check_project_path(path))
         if not project.watched and project.exists():
             project.watched = True
             self._changed()
         return project
 
     def add(self, path: str) -> Project:
-        project = self._known(check_project_path(path))
+        project = self._entry(check_project_path(path))
         if not project.exists():
             raise NotFound(f"project folder {path} does not exist")
         if not project.watched:
@@ -151,7 +151,8 @@ class Projects:
         self._changed()
         return True
 
-    def known(self, path: str) -> Project | None:
+    def find(self, path: str) -> Project | None:
+        """The project at `path` if lokid knows it; no side effects."""
         return self._by_path.get(path)
 
     def __iter__(self) -> Iterator[Project]:

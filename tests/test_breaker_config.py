@@ -2,7 +2,8 @@
 
 import pytest
 
-from lokid.breakers import ConfigError, parse_config
+from lokid.errors import ConfigError
+from lokid.queue.breaker_config import parse_config
 
 EXAMPLE = """\
 defaults: {failureThreshold: 5, cooldownSeconds: 300, halfOpenAfter: 60, halfOpenRequests: 1}

@@ -7,14 +7,22 @@ import pytest
 from lokid.domain.queue import (
     MAX_BACKOFF,
     backoff_delay,
-    better,
     canonical_json,
+    cascade_reason,
+    cascades_to,
+    check_cancellable,
+    check_dead,
+    check_decision_report,
+    check_held,
+    claim_key,
     decide_failure,
     idempotency_key,
     is_rate_limited,
+    key_change,
     normalize_priority,
     parse_retry_after,
 )
+from lokid.errors import Conflict, InvalidParams
 
 
 class Fixed(random.Random):
@@ -131,7 +139,60 @@ def test_rate_limits_without_a_wait_back_off_by_their_own_count():
 
 
 def test_claim_order_is_priority_then_age():
-    assert better((9, 5), (8, 1))
-    assert better((8, 1), (8, 2))
-    assert not better((8, 3), (8, 2))
-    assert better((1, 1), None)
+    assert claim_key(9, 5) < claim_key(8, 1)
+    assert claim_key(8, 1) < claim_key(8, 2)
+    assert not claim_key(8, 3) < claim_key(8, 2)
+
+
+STATES = ("pending", "in-progress", "completed", "dead-letter", "cancelled")
+
+
+@pytest.mark.parametrize("before", STATES)
+@pytest.mark.parametrize("after", STATES)
+def test_a_key_is_held_exactly_while_the_task_is_live(before, after):
+    live = {"pending", "in-progress", "completed"}
+    expected = None
+    if before in live and after not in live:
+        expected = "release"
+    elif after in live and before not in live:
+        expected = "hold"
+    assert key_change(before, after) == expected
+
+
+def test_only_the_holder_of_an_in_progress_task_may_act_on_it():
+    check_held("t", "in-progress", "a1", "a1")
+    with pytest.raises(Conflict, match="held by 'a1', not 'a2'"):
+        check_held("t", "in-progress", "a1", "a2")
+    for state in ("pending", "completed", "dead-letter", "cancelled"):
+        with pytest.raises(Conflict, match=f"is {state}, not in progress"):
+            check_held("t", state, "a1", "a1")
+
+
+def test_only_live_work_is_cancelled_and_the_cascade_follows_it():
+    for state in ("pending", "in-progress"):
+        check_cancellable("t", state)
+        assert cascades_to(state)
+    for state in ("completed", "dead-letter", "cancelled"):
+        with pytest.raises(Conflict):
+            check_cancellable("t", state)
+        assert not cascades_to(state)
+    assert cascade_reason("t1") == "Parent t1 cancelled"
+
+
+def test_dead_letter_decisions_need_a_dead_letter():
+    check_dead("t", "dead-letter")
+    for state in ("pending", "in-progress", "completed", "cancelled"):
+        with pytest.raises(Conflict, match="not in the dead-letter queue"):
+            check_dead("t", state)
+
+
+@pytest.mark.parametrize("report", [None, "", "   ", {}, []])
+def test_a_completion_must_say_why(report):
+    result = {} if report is None else {"decisionReport": report}
+    with pytest.raises(InvalidParams, match="decisionReport is required"):
+        check_decision_report(result)
+
+
+@pytest.mark.parametrize("report", ["tests pass", {"why": "ok"}, ["step 1"], 0, False])
+def test_any_non_empty_report_will_do(report):
+    check_decision_report({"decisionReport": report})

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from lokictl import Client, DaemonError
+from lokid.app import build_app, build_daemon
 from lokid.errors import Conflict
 from lokid.server.dispatch import Router
 from lokid.server.listener import Listener
@@ -100,8 +101,7 @@ def test_a_regular_file_at_the_socket_path_is_not_clobbered(tmp_short):
 def test_stop_signal_finishes_in_flight_work_and_removes_the_socket(lokid, signum):
     with lokid.client() as c:
         msgid = c.send("debug.sleep", {"seconds": 0.5})
-        wait_until(lambda: "connection" in lokid.log(), what="the request to arrive")
-        c.call("ping")  # the sleep is in flight now
+        c.call("ping")  # read after the sleep, on the same connection: the sleep is in flight
         lokid.signal(signum)
         assert c.result(msgid)["slept"] >= 0.5
     assert lokid.proc.wait(20) == 0
@@ -141,11 +141,10 @@ def test_internal_errors_carry_an_id_and_no_traceback(tmp_short, caplog):
     def conflict(call, params):
         raise Conflict("not now")
 
-    from lokid.daemon import Daemon
-
     path = tmp_short / "run" / "s.sock"
     settings = Settings(socket=path, state_dir=tmp_short / "state")
-    daemon = Daemon(settings, router)
+    app = build_app(settings, containers=False)
+    daemon = build_daemon(app, router)
     results = {}
 
     def client_side():
@@ -155,7 +154,7 @@ def test_internal_errors_carry_an_id_and_no_traceback(tmp_short, caplog):
                     c.call(method)
                 except DaemonError as exc:
                     results[method] = exc
-        trio.from_thread.run_sync(daemon.request_shutdown, "test done")
+        trio.from_thread.run_sync(app.lifecycle.request_shutdown, "test done")
 
     async def main():
         async with trio.open_nursery() as nursery:

@@ -5,11 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from lokid.breakers import BreakerConfigs, BreakerSettings, BreakersFile
 from lokid.errors import Conflict, InvalidParams, NotFound
-from lokid.queue import Claim, Queue
+from lokid.queue.breaker_config import BreakerConfigs, BreakerSettings, BreakersFile
+from lokid.queue.core import Claim, Queue
+from lokid.store.base import TaskRow
 from lokid.store.sqlite import SqliteStore
 
 T0 = 1_800_000_000.0
@@ -42,7 +44,7 @@ class Harness:
             "/p",
             store,
             self.config,
-            lambda topic, data: self.events.append((topic, data)),
+            lambda event: self.events.append((event.TOPIC, msgspec.to_builtins(event))),
             self.changed.update,
             clock=self.clock,
             rng=random.Random(1),
@@ -447,7 +449,8 @@ def test_rate_limits_never_count_as_breaker_failures(tmp_path):
         h.claim(caps=["api"])
         h.queue.fail(task_id, "a1", "rate limit exceeded")
     assert "breaker.opened" not in h.topics()
-    assert h.queue.breakers.listing(h.clock.now).get("api", {"failures": 0})["failures"] == 0
+    listing = h.queue.breakers.listing(h.clock.now)
+    assert "api" not in listing or listing["api"].failures == 0
 
 
 def test_a_forced_breaker_stays_open_until_reset(tmp_path):
@@ -479,7 +482,7 @@ def test_per_type_overrides(tmp_path):
     sturdy = h.add(type="sturdy", maxRetries=9)
     h.claim(caps=["sturdy"])
     h.queue.fail(sturdy, "a1", "crash")
-    states = {t: b["state"] for t, b in h.queue.breakers.listing(h.clock.now).items()}
+    states = {t: b.state for t, b in h.queue.breakers.listing(h.clock.now).items()}
     assert states == {"fragile": "open", "sturdy": "closed"}
 
 
@@ -496,15 +499,20 @@ def test_a_rolled_back_transaction_leaves_breakers_as_they_were(tmp_path):
     assert "breaker.opened" not in h.topics()
 
 
+def _row(task_id: str) -> TaskRow:
+    doc = msgspec.json.encode({"id": task_id})
+    return TaskRow(0, task_id, "pending", "eng", 5, 0.0, 0, None, None, 0, False, doc, None)
+
+
 def test_the_database_is_lokids_alone_while_it_is_open(tmp_path):
     """A second process (say, a second lokid on the same project) is refused at once with
     a clear error, instead of racing the first. Odd characters in the path are fine."""
     path = tmp_path / "a b?c#d%e" / "lokid.db"
     store = SqliteStore(path)
     with store.transaction():
-        store.hold_key("k", "t1")
-    reader = store.reader()  # the views' reader, in this process, shares the lock
-    assert reader.execute("SELECT task_id FROM live_keys").fetchall() == [("t1",)]
+        store.insert(_row("t1"), [], "k", "2026-11-30T00:00:00.000Z")
+    reader = store.view_reader()  # the views' reader, in this process, shares the lock
+    assert b'"id":"t1"' in reader.read("pending")
     probe = (
         "import sys; from pathlib import Path; from lokid.errors import Unavailable\n"
         "from lokid.store.sqlite import SqliteStore\n"

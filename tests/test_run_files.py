@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from lokid.docker.endpoint import Endpoint, platform_default, resolve_endpoint
-from lokid.domain.prune import project_id
+from lokid.domain.containers import project_id
 from lokid.files import registry
 
 

@@ -13,7 +13,12 @@ import trio
 import trio.testing
 from service_support import ACTIVATE, Activated
 
-from lokid.cli import build_daemon
+from lokid.app import build_app, build_daemon
+from lokid.daemon import Daemon
+from lokid.hub import Hub
+from lokid.lifecycle import Lifecycle
+from lokid.server.connection import Limits
+from lokid.server.dispatch import Dispatch, Router
 from lokid.service.activation import adopt_fd
 from lokid.service.idle import IdleTimer, idle_exit, is_idle, poll_interval
 from lokid.settings import Settings
@@ -43,56 +48,75 @@ def test_poll_interval_stays_reasonable():
     assert poll_interval(3600) == 1.0
 
 
-def _daemon(tmp_short):
+def _app(tmp_short):
     settings = Settings(socket=tmp_short / "unused.sock", state_dir=tmp_short / "state")
-    return build_daemon(settings)
+    return build_app(settings, containers=False)
 
 
-def _stop_time(daemon, limit: float, busy_until: float) -> float:
-    """Run the idle service on a mock clock with an area busy until `busy_until`."""
+class BusyArea:
+    """An area that is busy until a time on trio's clock; its check may fail at first."""
+
+    def __init__(self, busy_until: float, failures: int = 0) -> None:
+        self.busy_until = busy_until
+        self.failures = failures
+        self.calls: list[float] = []
+
+    async def run(self) -> None:
+        pass
+
+    def reload(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def idle(self) -> bool:
+        self.calls.append(trio.current_time())
+        if len(self.calls) <= self.failures:
+            raise RuntimeError("area exploded")
+        return trio.current_time() >= self.busy_until
+
+
+def _stop_time(areas: list, limit: float) -> float:
+    """Run idle exit on a mock clock over a daemon of `areas`."""
     clock = trio.testing.MockClock(autojump_threshold=0)
-    daemon.idle_checks.append(lambda: trio.current_time() >= busy_until)
+    lifecycle = Lifecycle()
+    limits = Limits(max_frame=1024, outbox_limit=1024, max_inflight=1, spin_us=0)
+    dispatch = Dispatch(Router(), None)
+    daemon = Daemon(lifecycle, Hub(bytes), dispatch, areas, limits=limits, shutdown_grace=1)
 
     async def main() -> float:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(idle_exit(limit), daemon)
-            await daemon.wait_stopping()
+            nursery.start_soon(idle_exit(limit, lifecycle, daemon.areas_idle))
+            await lifecycle.wait_stopping()
             return trio.current_time()
 
     return trio.run(main, clock=clock)
 
 
-def test_the_service_waits_for_every_area_then_the_limit(tmp_short):
-    stopped = _stop_time(_daemon(tmp_short), limit=30, busy_until=100)
+def test_the_service_waits_for_every_area_then_the_limit():
+    stopped = _stop_time([BusyArea(busy_until=0), BusyArea(busy_until=100)], limit=30)
     assert 130 <= stopped <= 130 + poll_interval(30)
 
 
-def test_a_failing_idle_check_counts_as_busy(tmp_short):
-    daemon = _daemon(tmp_short)
-    calls = []
-
-    def broken() -> bool:
-        calls.append(trio.current_time())
-        if len(calls) < 50:
-            raise RuntimeError("area exploded")
-        return True
-
-    daemon.idle_checks.append(broken)
-    stopped = _stop_time(daemon, limit=10, busy_until=0)
-    assert stopped >= calls[49] + 10
+def test_a_failing_idle_check_counts_as_busy():
+    area = BusyArea(busy_until=0, failures=49)
+    stopped = _stop_time([area], limit=10)
+    assert stopped >= area.calls[49] + 10
 
 
 def test_a_connection_waiting_to_be_accepted_is_a_client(tmp_short):
-    daemon = _daemon(tmp_short)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(str(tmp_short / "s.sock"))
         listener.listen()
-        assert is_idle(daemon, listener)
+        assert is_idle((), lambda: True, listener)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.connect(str(tmp_short / "s.sock"))
-            assert not is_idle(daemon, listener)
+            assert not is_idle((), lambda: True, listener)
             listener.accept()[0].close()
-            assert is_idle(daemon, listener)
+            assert is_idle((), lambda: True, listener)
+        assert not is_idle([object()], lambda: True, listener), "a connected client"
+        assert not is_idle((), lambda: False, listener), "a busy area"
 
 
 def test_a_client_connecting_as_lokid_stops_is_left_for_the_next_lokid(tmp_short):
@@ -105,18 +129,19 @@ def test_a_client_connecting_as_lokid_stops_is_left_for_the_next_lokid(tmp_short
         manager.bind(str(path))
         manager.listen()
         for round_ in range(12):
-            daemon = _daemon(tmp_short / f"d{round_}")
+            app = _app(tmp_short / f"d{round_}")
+            daemon = build_daemon(app)
             listener = adopt_fd(os.dup(manager.fileno()), "the test's manager")
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
 
-                async def main(daemon=daemon, listener=listener, client=client) -> None:
+                async def main(daemon=daemon, app=app, listener=listener, client=client) -> None:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(
                             functools.partial(daemon.serve, listener, handle_signals=False)
                         )
                         client.connect(str(path))
                         client.sendall(b"first request")
-                        daemon.request_shutdown("test")
+                        app.lifecycle.request_shutdown("test")
 
                 trio.run(main)
                 manager.setblocking(False)

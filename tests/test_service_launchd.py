@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from lokictl import Client
-from lokid.cli import build_daemon
+from lokid.app import build_app, build_daemon
 from lokid.service.activation import ActivationError
 from lokid.service.launchd import ACTIVATE_ARGTYPES, activate_socket, from_launchd
 from lokid.settings import Settings
@@ -99,7 +99,8 @@ def test_lokid_serves_the_socket_launchd_hands_over(tmp_short):
         os.fstat(spare)  # launchd's extra fds for the entry are closed
 
     settings = Settings(socket=path, state_dir=tmp_short / "state", shutdown_grace=1)
-    daemon = build_daemon(settings)
+    app = build_app(settings, containers=False)
+    daemon = build_daemon(app)
 
     def ping() -> str:
         with Client.connect(path, timeout=10) as client:
@@ -109,7 +110,7 @@ def test_lokid_serves_the_socket_launchd_hands_over(tmp_short):
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(daemon.serve, listener, handle_signals=False))
             answer = await trio.to_thread.run_sync(ping)
-            daemon.request_shutdown("test")
+            app.lifecycle.request_shutdown("test")
         return answer
 
     assert trio.run(main)

@@ -24,8 +24,7 @@ def watched(lokid, project):
     """A subscribed client on a watched project; events arrive in order."""
     client = lokid.client()
     client.call("subscribe", {"topics": ["*"], "project": str(project)})
-    client.call("project.add", {"path": str(project)})
-    wait_until(lambda: "watching 1 project" in lokid.log(), what="the watcher to start")
+    client.call("project.add", {"path": str(project)})  # answers once .loki/ is under watch
     yield client
     client.close()
 

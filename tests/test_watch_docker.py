@@ -29,8 +29,9 @@ def watched_run(lokid, tmp_short, name: str) -> tuple[str, str, Events]:
     """A watched project with a running container: (path, container, subscriber)."""
     path = project(tmp_short, name)
     container = start(lokid, path)["container"]
-    lokid.call("project.add", {"path": path})
-    wait_until(lambda: "watching 1 project" in lokid.log(), what="the watcher")
+    loki = tmp_short / name / ".loki"
+    wait_until((loki / "container-args").exists, what="the container to create .loki/")
+    lokid.call("project.add", {"path": path})  # answers once .loki/ is under watch
     return path, container, Events(lokid)
 
 

@@ -20,7 +20,7 @@ import requests.exceptions
 import trio
 
 from lokid.docker.endpoint import Endpoint
-from lokid.errors import Conflict, InvalidParams, LokidError, NotFound, Unavailable
+from lokid.errors import Conflict, EngineDown, InvalidParams, LokidError, NotFound, Unavailable
 from lokid.log import redact
 
 log = logging.getLogger("lokid.docker")
@@ -32,10 +32,6 @@ STREAM_THREADS = 64
 CALL_TIMEOUT = 120  # seconds; a pull or a stop may take a while
 
 _DOWN = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
-
-
-class EngineDown(Exception):
-    """The engine did not answer; turned into `Unavailable` at the boundary."""
 
 
 class Engine:
@@ -62,7 +58,7 @@ class Engine:
                         **options, version="auto", timeout=CALL_TIMEOUT
                     )
                 except docker.errors.DockerException as exc:
-                    raise EngineDown(str(exc)) from None
+                    raise EngineDown(str(exc)) from exc
             return self._client
 
     def _forget(self) -> None:
@@ -78,7 +74,7 @@ class Engine:
         except _DOWN as exc:
             self._forget()
             self.up = False
-            raise EngineDown(str(exc)) from None
+            raise EngineDown(str(exc)) from exc
         except EngineDown:
             self.up = False
             raise
@@ -87,9 +83,10 @@ class Engine:
 
     # -- from trio --------------------------------------------------------------------
 
-    def unavailable(self, why: str) -> Unavailable:
+    def unavailable(self, why: str) -> EngineDown:
+        """The engine is down, as a client is told (the endpoint named, secrets removed)."""
         host, source = self.endpoint.host, self.endpoint.source
-        return Unavailable(
+        return EngineDown(
             f"Docker engine not reachable at {host} ({source}): {self.clean(why)[:300]}",
             {"endpoint": host, "source": source},
         )
@@ -113,9 +110,9 @@ class Engine:
         try:
             return await trio.to_thread.run_sync(self.run_blocking, fn, limiter=self._calls)
         except EngineDown as exc:
-            raise self.unavailable(str(exc)) from None
+            raise self.unavailable(exc.message) from exc
         except docker.errors.APIError as exc:
-            raise self.translate(exc, what) from None
+            raise self.translate(exc, what) from exc
 
     async def stream(
         self,
@@ -149,9 +146,9 @@ class Engine:
         try:
             await trio.to_thread.run_sync(pump, limiter=self._streams, abandon_on_cancel=True)
         except EngineDown as exc:
-            raise self.unavailable(str(exc)) from None
+            raise self.unavailable(exc.message) from exc
         except docker.errors.APIError as exc:
-            raise self.translate(exc, what) from None
+            raise self.translate(exc, what) from exc
         finally:
             state["closed"] = True
             if state["stream"] is not None:

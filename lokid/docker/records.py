@@ -13,7 +13,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from lokid.domain import prune as rules
+from lokid.domain import containers as rules
 from lokid.wire.runs import RunInfo
 from lokid.wire.times import iso, parse_iso
 

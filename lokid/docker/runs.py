@@ -1,14 +1,11 @@
-"""Loki Mode runs in containers: start, stop, status, logs, pull and prune, and the engine watch.
+"""A project's Loki Mode run in a container: start, stop, status, list and logs.
 
 lokid is the one owner of a project's run, so the shell's failure modes go away: a stop finds
 the container by run.json, the recomputed name or the labels (never "No active session"
 while it runs); the dashboard port is picked among ports no container and no listener holds,
 including those reserved by starts still in flight; the registry is written under Loki
-Mode's lock. One trio lock per project orders start, stop and the exit handling of its run.
-
-The engine's event stream tells lokid when a container exits by itself. When the stream
-breaks (engine stopped) lokid polls until it is back, then reconciles before following
-events again: running managed containers are adopted, run.json files of gone ones removed.
+Mode's lock. One trio lock per project (its `Tracker`) orders start, stop and the exit
+handling of its run.
 """
 
 from __future__ import annotations
@@ -17,79 +14,32 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import docker
 import docker.errors
 import docker.types
-import msgspec
 import trio
 
 from lokid.docker import records
-from lokid.docker.endpoint import Endpoint, resolve_endpoint
+from lokid.docker.config import FIXED_ENV, RunConfig
 from lokid.docker.engine import Engine
-from lokid.domain import prune as rules
-from lokid.errors import Conflict, LokidError, NotFound, Unavailable
+from lokid.docker.images import Images
+from lokid.domain import containers as rules
+from lokid.errors import Conflict, LokidError, NotFound
 from lokid.files import registry
-from lokid.log import SECRET_VARS
-from lokid.wire.times import iso, parse_iso
-
-if TYPE_CHECKING:
-    from lokid.daemon import Daemon
-    from lokid.projects import Project
-
-from lokid.wire.runs import (
-    FailedRemoval,
-    ImageUpdateResult,
-    RemovedImage,
-    RunInfo,
-    RunStartParams,
-    RunStartResult,
-    RunStopResult,
-)
+from lokid.projects import Project, Projects
+from lokid.secret_env import SECRET_VARS
+from lokid.wire import events as ev
+from lokid.wire.runs import RunInfo, RunStartParams, RunStartResult, RunStopResult
+from lokid.wire.times import iso
 
 log = logging.getLogger("lokid.runs")
 
-PASSTHROUGH = ("ANTHROPIC_API_KEY", "GITHUB_TOKEN", "GH_TOKEN")
-FIXED_ENV = {
-    "LOKI_NOTIFICATIONS": "false",
-    "LOKI_SKIP_PROJECT_REGISTRY": "1",
-    "LOKI_NO_NEW_SESSION": "1",
-}
-RETRY_MIN, RETRY_MAX = 0.2, 2.0  # seconds between attempts to reach a stopped engine
-FRESH_RUN_FILE = 5.0  # seconds a shell-written run.json may wait for its container
-PROGRESS_EVERY = 0.25  # seconds between image.pull progress events of one layer
-
-
-class RunConfig(msgspec.Struct, frozen=True):
-    endpoint: Endpoint
-    image: str
-    pull: str | None  # LOKI_DOCKER_PRUNE as set ("0" turns pull and prune off)
-    stop_grace: float
-    secrets: dict[str, str]  # the passthrough variables lokid itself was given
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RunConfig:
-        env = os.environ if env is None else env
-        return cls(
-            endpoint=resolve_endpoint(env),
-            image=env.get("LOKI_DOCKER_IMAGE") or rules.DEFAULT_IMAGE,
-            pull=env.get("LOKI_DOCKER_PRUNE"),
-            stop_grace=_seconds(env.get("LOKID_STOP_GRACE"), 10.0),
-            secrets={k: env[k] for k in PASSTHROUGH if env.get(k)},
-        )
-
-
-def _seconds(text: str | None, default: float) -> float:
-    try:
-        value = float(text) if text else default
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 86400:
-        log.warning("LOKID_STOP_GRACE=%r is not a number of seconds; using %g", text, default)
-        return default
-    return value
+Emit = Callable[[str | None, Any], None]
+# Delivers one followed log line (None: the stream ended) to the asking client.
+Deliver = Callable[[str, str | None], Awaitable[None]]
 
 
 class Tracker:
@@ -108,29 +58,30 @@ class Tracker:
 
 
 class Runs:
-    def __init__(self, daemon: Daemon, config: RunConfig) -> None:
-        self.daemon = daemon
+    def __init__(
+        self,
+        config: RunConfig,
+        engine: Engine,
+        images: Images,
+        projects: Projects,
+        emit: Emit,
+    ) -> None:
         self.config = config
-        self.engine = Engine(config.endpoint, list(config.secrets.values()))
+        self.engine = engine
+        self.images = images
+        self.projects = projects
+        self._emit = emit
+        self._trackers: dict[str, Tracker] = {}
         self._reserved: set[int] = set()
-        # Held from a start's pull to its container's creation, and by every prune, so a
-        # prune never removes the image a start in another project is about to run.
-        self._images = trio.Lock()
 
     # -- helpers ------------------------------------------------------------------------
 
-    def tracker(self, project: Project) -> Tracker:
-        return project.areas.setdefault("runs", Tracker())
-
-    def publish(self, topic: str, project: str | None, data: dict[str, Any]) -> None:
-        self.daemon.hub.publish(topic, project, data)
-
-    def warn(self, project: str | None, message: str, warnings: list[str] | None = None) -> None:
-        message = self.engine.clean(message)
-        log.warning("%s", message)
-        if warnings is not None:
-            warnings.append(message)
-        self.publish("run.warning", project, {"message": message})
+    def tracker(self, project: Project | str) -> Tracker:
+        path = project if isinstance(project, str) else project.path
+        tracker = self._trackers.get(path)
+        if tracker is None:
+            tracker = self._trackers[path] = Tracker()
+        return tracker
 
     async def _files(self, fn: Any, *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args)
@@ -158,94 +109,6 @@ class Runs:
                     found[attrs["Id"]] = attrs
         return list(found.values())
 
-    # -- pull and prune -------------------------------------------------------------------
-
-    async def pull(self, image: str, project: str | None) -> str:
-        """Pull with `image.pull` progress events per layer; returns the pulled image's id."""
-        last: dict[str, tuple[str, float]] = {}
-
-        async def progress(item: dict[str, Any]) -> None:
-            if "error" in item:
-                raise Unavailable(self.engine.clean(f"pull of {image} failed: {item['error']}"))
-            layer, status = item.get("id"), item.get("status", "")
-            now = time.monotonic()
-            seen = last.get(layer or "")
-            if seen and seen[0] == status and now - seen[1] < PROGRESS_EVERY:
-                return
-            last[layer or ""] = (status, now)
-            detail = item.get("progressDetail") or {}
-            self.publish(
-                "image.pull",
-                project,
-                {
-                    "image": image,
-                    "layer": layer,
-                    "status": status,
-                    "current": detail.get("current"),
-                    "total": detail.get("total"),
-                },
-            )
-
-        await self.engine.stream(
-            lambda c: c.api.pull(image, stream=True, decode=True), progress, f"pull {image}"
-        )
-        attrs = await self.engine.call(lambda c: c.api.inspect_image(image), f"image {image}")
-        return attrs["Id"]
-
-    async def _prune_locked(
-        self, image: str, keep_id: str, project: str | None
-    ) -> ImageUpdateResult:
-        """Prune the repository of `image`; the caller holds `_images`."""
-        repository = rules.parse_reference(image).repository
-
-        def plan(client: docker.DockerClient) -> rules.PrunePlan:
-            images = [records.image(i) for i in client.api.images()]
-            used = {c.get("ImageID") for c in client.api.containers(all=True)}
-            return rules.select_prune(images, repository, keep_id, used)
-
-        chosen = await self.engine.call(plan, "list images")
-        removed: list[RemovedImage] = []
-        failed: list[FailedRemoval] = []
-        for record in chosen.remove:
-            try:
-                await self.engine.call(
-                    lambda c, r=record: records.remove_image(c, r), "remove image"
-                )
-                removed.append(RemovedImage(record.id, record.tags or record.digests, record.size))
-            except (NotFound, Conflict, Unavailable) as exc:
-                failed.append(FailedRemoval(record.id, exc.message))
-        reclaimed = sum(r.size for r in removed)
-        message = (
-            f"removed {len(removed)} image(s) of {repository}, reclaimed {reclaimed} bytes"
-            if removed
-            else f"nothing to reclaim in {repository}"
-        )
-        result = ImageUpdateResult(
-            image, keep_id, removed, failed, chosen.kept_in_use, reclaimed, message
-        )
-        self.publish("image.pruned", project, msgspec.to_builtins(result))
-        return result
-
-    async def update_image(self, image: str | None) -> ImageUpdateResult:
-        ref = rules.with_default_tag(image or self.config.image)
-        async with self._images:
-            keep_id = await self.pull(ref, None)
-            return await self._prune_locked(ref, keep_id, None)
-
-    async def _pull_for_start(self, ref: str, path: str, warnings: list[str]) -> bool:
-        try:
-            keep_id = await self.pull(ref, path)
-        except (Unavailable, NotFound) as exc:
-            if not self.engine.up:
-                raise
-            present = await self.engine.call(lambda c: records.image_present(c, ref))
-            if not present:
-                raise
-            self.warn(path, f"pull of {ref} failed, using the local image: {exc.message}", warnings)
-            return False
-        await self._prune_locked(ref, keep_id, path)
-        return True
-
     # -- start ------------------------------------------------------------------------------
 
     async def start(self, project: Project, params: RunStartParams) -> RunStartResult:
@@ -257,7 +120,7 @@ class Runs:
             raise NotFound(f"project folder {path} does not exist")
         async with tracker.lock:
             await self._check_not_running(path)
-            async with self._images:
+            async with self.images.lock:
                 pulled = await self._ensure_image(ref, path, params, warnings)
                 await self._check_not_running(path)
                 port = await self._pick_port() if params.api else None
@@ -278,7 +141,7 @@ class Runs:
     ) -> bool:
         """Pull and prune unless pulling is off; True when a pull succeeded."""
         if rules.pull_enabled(self.config.pull, params.pull):
-            return await self._pull_for_start(ref, path, warnings)
+            return await self.images.pull_for_start(ref, path, warnings)
         if not await self.engine.call(lambda c: records.image_present(c, ref)):
             raise NotFound(f"image {ref} is not present locally and pulling is off")
         return False
@@ -295,7 +158,7 @@ class Runs:
         containers = await self.engine.call(lambda c: c.api.containers(), "list containers")
         # The engine lists published ports only when a network carries them; lokid's own
         # runs and the starts still in flight hold theirs regardless.
-        tracked = {t.port for p in self.daemon.projects if (t := p.areas.get("runs")) and t.port}
+        tracked = {t.port for t in self._trackers.values() if t.port}
         busy = records.published_ports(containers) | self._reserved | tracked
 
         def probe() -> set[int]:
@@ -377,10 +240,17 @@ class Runs:
         run = registry.RunFile(info.container, ref, project.path, started_at)
         await self._files(registry.write_run_file, project.path, run)
         await self._files(registry.register_running, project.path, port)
-        result = RunStartResult(
-            info.container, info.id, ref, attrs["Image"], port, started_at, pulled, warnings
+        result = ev.RunStarted(
+            container=info.container,
+            id=info.id,
+            image=ref,
+            image_id=attrs["Image"],
+            port=port,
+            started_at=started_at,
+            pulled=pulled,
+            warnings=warnings,
         )
-        self.publish("run.started", project.path, msgspec.to_builtins(result))
+        self._emit(project.path, result)
         log.info("started %s for %s (%s)", info.container, project.path, ref)
         return result
 
@@ -392,9 +262,9 @@ class Runs:
             found = await self.engine.call(lambda c: self._find(c, project.path), "find run")
             tracker.clear()
             result = await self._reap(found, grace)
-            await self._forget_run(project.path, None)
+            await self.forget_run(project.path, None)
         if result.stopped:
-            self.publish("run.stopped", project.path, {"containers": result.stopped})
+            self._emit(project.path, ev.RunStopped(containers=result.stopped))
         return result
 
     async def stop_all(self, grace: float | None) -> RunStopResult:
@@ -414,18 +284,17 @@ class Runs:
         stopped: list[str] = []
         removed: list[str] = []
         for path, group in by_project.items():
-            project = self.daemon.projects.known(path) if path else None
-            tracker = self.tracker(project) if project is not None else None
+            tracker = self.tracker(path) if path else None
             async with tracker.lock if tracker else contextlib.nullcontext():
                 if tracker is not None:
                     tracker.clear()
                 part = await self._reap(group, grace)
                 if path:
-                    await self._forget_run(path, None)
+                    await self.forget_run(path, None)
             stopped += part.stopped
             removed += part.removed
             if path and part.stopped:
-                self.publish("run.stopped", path, {"containers": part.stopped})
+                self._emit(path, ev.RunStopped(containers=part.stopped))
         return RunStopResult(sorted(stopped), sorted(removed))
 
     async def _reap(self, found: list[dict[str, Any]], grace: float | None) -> RunStopResult:
@@ -448,7 +317,7 @@ class Runs:
             raise errors[0]
         return RunStopResult(stopped, removed)
 
-    async def _forget_run(self, path: str, container: str | None) -> None:
+    async def forget_run(self, path: str, container: str | None) -> None:
         """run.json gone and the registry entry stopped, together even if cancelled."""
         with trio.CancelScope(shield=True):
             await self._files(registry.remove_run_file, path, container)
@@ -480,7 +349,7 @@ class Runs:
         return sorted(runs, key=lambda r: (r.project or "", r.container))
 
     async def logs(
-        self, project: Project, tail: int | None, deliver: Any | None
+        self, project: Project, tail: int | None, deliver: Deliver | None
     ) -> tuple[str, list[str], int]:
         """The run's output; with `deliver`, follow it line by line until the container ends,
         then `deliver(container, None)` marks the end."""
@@ -518,172 +387,7 @@ class Runs:
 
     def idle(self) -> bool:
         """For idle exit: no run lokid started or adopted is up, and none is being started."""
-        for project in self.daemon.projects:
-            tracker = project.areas.get("runs")
-            if tracker is not None and (tracker.id or tracker.lock.locked()):
+        for tracker in self._trackers.values():
+            if tracker.id or tracker.lock.locked():
                 return False
         return not self._reserved
-
-    # -- the engine watch ----------------------------------------------------------------
-
-    async def watch(self, daemon: Daemon) -> None:
-        """Service: follow container exits; while the engine is away, retry, then reconcile."""
-        delay, reported = RETRY_MIN, False
-        async with trio.open_nursery() as nursery:
-            while True:
-                try:
-                    await self._follow_events(nursery)
-                except Unavailable as exc:
-                    # Once per outage at info: a machine without Docker is not an error.
-                    level = logging.DEBUG if reported else logging.INFO
-                    log.log(level, "%s; retrying every %gs at most", exc.message, RETRY_MAX)
-                    reported = True
-                except Exception:
-                    log.exception("the docker event watch failed; retrying")
-                if self.engine.up:
-                    delay, reported = RETRY_MIN, False
-                await trio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
-
-    async def _guarded(self, fn: Any, *args: Any) -> None:
-        """Background work: an engine that goes away mid-way is retried by the watch."""
-        try:
-            await fn(*args)
-        except Unavailable as exc:
-            log.info("%s", exc.message)
-        except Exception:
-            log.exception("%s failed", getattr(fn, "__name__", fn))
-
-    async def _follow_events(self, nursery: trio.Nursery) -> None:
-        """Open the event stream first, then reconcile, so no exit falls between the two."""
-        filters = {
-            "type": "container",
-            "event": ["die"],
-            "label": f"{rules.MANAGED_LABEL}={rules.MANAGED_VALUE}",
-        }
-
-        def open_events(client: docker.DockerClient) -> Any:
-            stream = client.events(decode=True, filters=filters)
-            trio.from_thread.run_sync(nursery.start_soon, self._guarded, self.reconcile)
-            return stream
-
-        async def on_event(event: dict[str, Any]) -> None:
-            nursery.start_soon(self._guarded, self._on_die, event)
-
-        await self.engine.stream(open_events, on_event, "docker events")
-        raise Unavailable(f"the event stream of {self.engine.endpoint.host} ended")
-
-    async def _on_die(self, event: dict[str, Any]) -> None:
-        actor = event.get("Actor") or {}
-        attrs = actor.get("Attributes") or {}
-        path = attrs.get(rules.PROJECT_LABEL)
-        try:
-            project = self.daemon.projects.get(path) if path else None
-        except LokidError:
-            project = None
-        if project is None:
-            return
-        tracker = self.tracker(project)
-        container_id = actor.get("ID") or event.get("id")
-        name = attrs.get("name") or tracker.container
-        async with tracker.lock:
-            if tracker.id is not None and tracker.id != container_id:
-                return  # an older container of the project
-            if tracker.id is None:
-                # Stopped by lokid (which forgets the run itself), or died before the
-                # reconcile adopted it: then run.json still names it.
-                run = await self._files(registry.read_run_file, project.path)
-                if run is None or run.container != name:
-                    return
-            tracker.clear()
-            code = int(attrs.get("exitCode", -1))
-            await self._forget_run(project.path, name)
-        self.publish("run.exited", project.path, {"container": name, "exitCode": code})
-        log.info("%s of %s exited with %d", name, project.path, code)
-
-    async def reconcile(self) -> None:
-        """Adopt running managed containers; clean after runs that ended while unseen."""
-
-        def survey(client: docker.DockerClient) -> list[dict[str, Any]]:
-            label = f"{rules.MANAGED_LABEL}={rules.MANAGED_VALUE}"
-            raws = client.api.containers(all=True, filters={"label": label})
-            return [a for r in raws if (a := records.inspect(client, r["Id"])) is not None]
-
-        managed = await self.engine.call(survey, "list containers")
-        running: set[str] = set()
-        for attrs in managed:
-            path = records.project_of(attrs)
-            if not path or not (attrs.get("State") or {}).get("Running"):
-                continue
-            running.add(path)
-            await self._adopt(path, attrs)
-        candidates = {p for a in managed if (p := records.project_of(a))}
-        candidates |= {p.path for p in self.daemon.projects}
-        entries = await self._files(registry.registry_entries)
-        candidates |= {e["path"] for e in entries if e.get("status") == "running" and e.get("path")}
-        async with trio.open_nursery() as nursery:
-            for path in candidates - running:
-                nursery.start_soon(self._guarded, self._clean_gone, path)
-
-    async def _adopt(self, path: str, attrs: dict[str, Any]) -> None:
-        try:
-            project = self.daemon.projects.get(path)
-        except Exception:
-            return
-        tracker = self.tracker(project)
-        async with tracker.lock:
-            if tracker.id == attrs["Id"]:
-                return
-            # It may have died since the survey, its exit handled already: look again.
-            now = await self.engine.call(lambda c: records.inspect(c, attrs["Id"]), "inspect")
-            if now is None or not now["State"].get("Running"):
-                return
-            tracker.id, tracker.container = attrs["Id"], attrs["Name"].lstrip("/")
-            tracker.port = records.port_of(attrs)
-        log.info("adopted %s of %s", tracker.container, path)
-        self.publish("run.adopted", path, {"container": tracker.container, "id": attrs["Id"]})
-
-    async def _clean_gone(self, path: str) -> None:
-        run = await self._files(registry.read_run_file, path)
-        if run is not None and (wait := _young(run.started_at, time.time())):
-            await trio.sleep(wait)
-            run = await self._files(registry.read_run_file, path)
-        if run is None:
-            return
-        attrs = await self.engine.call(lambda c: records.inspect(c, run.container), "inspect")
-        if attrs is not None and (attrs.get("State") or {}).get("Running"):
-            return
-        project = self.daemon.projects.known(path)
-        if project is not None:
-            self.tracker(project).clear()
-        await self._forget_run(path, run.container)
-        log.info("run.json of %s named %s, which is gone; removed", path, run.container)
-
-
-def _young(started_at: str, now: float) -> float:
-    """Seconds until a run.json counts as settled. Loki Mode's shell writes it just before
-    its `docker run`, so a young file whose container is not up yet may be about to start."""
-    try:
-        return max(0.0, FRESH_RUN_FILE - (now - parse_iso(started_at)))
-    except ValueError:
-        return 0.0
-
-
-_RUNS: dict[int, Runs] = {}
-
-
-def install(daemon: Daemon, env: Mapping[str, str] | None = None) -> Runs:
-    """Give `daemon` container runs: the manager, and the engine watch as a service."""
-    runs = Runs(daemon, RunConfig.from_env(env))
-    _RUNS[id(daemon)] = runs
-    daemon.services.append(runs.watch)
-    daemon.idle_checks.append(runs.idle)
-    daemon.stop_hooks.append(lambda: _RUNS.pop(id(daemon), None))
-    return runs
-
-
-def runs_of(daemon: Daemon) -> Runs:
-    runs = _RUNS.get(id(daemon))
-    if runs is None:
-        raise Unavailable("container runs are not enabled in this lokid")
-    return runs

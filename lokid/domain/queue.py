@@ -1,7 +1,9 @@
-"""The queue's rules, as plain functions: keys, priorities, backoff, failure outcomes.
+"""The queue's rules, as plain functions: keys, priorities, claim order, which transitions
+are allowed, backoff and failure outcomes.
 
-No I/O and no clock of their own: `now` and the random source are parameters,
-so each rule is tested exactly.
+No I/O and no clock of their own: `now` and the random source are parameters, so each rule
+is tested exactly. A refused transition raises the error its client gets (`Conflict`,
+`InvalidParams`).
 """
 
 import hashlib
@@ -11,6 +13,8 @@ import random
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from lokid.errors import Conflict, InvalidParams
 
 MAX_BACKOFF = 3600.0  # seconds; no retry waits longer than an hour
 JITTER = 0.10  # up to 10% added at random, so retries of many tasks spread out
@@ -108,6 +112,69 @@ def decide_failure(
     return FailureOutcome("retry", retries, backoff_delay(backoff_seconds, retries, rng), 0)
 
 
-def better(a: tuple[int, int], b: tuple[int, int] | None) -> bool:
-    """Claim order on `(priority, seq)`: higher priority first, then older (smaller seq)."""
-    return b is None or a[0] > b[0] or (a[0] == b[0] and a[1] < b[1])
+# -- claim order -------------------------------------------------------------------------
+
+# Higher priority first, then older (the smaller insertion sequence). `CLAIM_ORDER_SQL` says
+# the same to the store, which orders candidates in its index; `claim_key` merges candidates
+# the store found in separate statements. A test holds the two together.
+CLAIM_ORDER_SQL = "priority DESC, seq"
+
+
+def claim_key(priority: int, seq: int) -> tuple[int, int]:
+    """Sort key of the claim order: the smallest key is claimed first."""
+    return (-priority, seq)
+
+
+# -- which transitions are allowed ---------------------------------------------------------
+
+# A task's idempotency key is taken while it is pending, in progress or completed: a
+# dead-lettered or cancelled task does not block its key from coming back.
+LIVE_STATES = frozenset({"pending", "in-progress", "completed"})
+CANCELLABLE = frozenset({"pending", "in-progress"})
+
+KeyChange = Literal["hold", "release"] | None
+
+
+def key_change(before: str, after: str) -> KeyChange:
+    """What a move from `before` to `after` does to the task's idempotency key."""
+    was_live, live = before in LIVE_STATES, after in LIVE_STATES
+    if was_live and not live:
+        return "release"
+    if live and not was_live:
+        return "hold"
+    return None
+
+
+def check_held(task_id: str, state: str, holder: str | None, agent: str) -> None:
+    """Only the agent holding an in-progress task may heartbeat, complete or fail it."""
+    if state != "in-progress":
+        raise Conflict(f"task {task_id} is {state}, not in progress")
+    if holder != agent:
+        raise Conflict(f"task {task_id} is held by {holder!r}, not {agent!r}")
+
+
+def check_cancellable(task_id: str, state: str) -> None:
+    if state not in CANCELLABLE:
+        raise Conflict(f"task {task_id} is {state}; only pending or in-progress tasks")
+
+
+def cascades_to(child_state: str) -> bool:
+    """A cancelled task takes its dependents with it while they are still live work."""
+    return child_state in CANCELLABLE
+
+
+def cascade_reason(parent_id: str) -> str:
+    return f"Parent {parent_id} cancelled"
+
+
+def check_dead(task_id: str, state: str) -> None:
+    """dlq.retry and dlq.delete act on dead-lettered tasks only."""
+    if state != "dead-letter":
+        raise Conflict(f"task {task_id} is {state}, not in the dead-letter queue")
+
+
+def check_decision_report(result: dict[str, Any]) -> None:
+    """A completion must say why: `decisionReport` present and not empty."""
+    report = result.get("decisionReport")
+    if report is None or report in ("", {}, []) or (isinstance(report, str) and not report.strip()):
+        raise InvalidParams("result.decisionReport is required; the task stays claimed")

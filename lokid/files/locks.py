@@ -25,15 +25,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from lokid.errors import Unavailable
+from lokid.errors import LockTimeout
 
 POLL = 0.05
 TIMEOUT = 5.0
 NO_OWNER_STALE_AFTER = 5.0
-
-
-class LockTimeout(Unavailable):
-    """Another tool held the lock for longer than we wait; try again later."""
 
 
 def _pid(text: str) -> int | None:

@@ -13,11 +13,8 @@ from typing import Any
 
 import msgspec
 
+from lokid.errors import BadFile
 from lokid.wire.messages import UNDECODABLE
-
-
-class BadFile(Exception):
-    """The file is not a JSON array of tasks (nor `{"tasks": [...]}`)."""
 
 
 def parse_pending(data: bytes) -> list[Any]:
@@ -26,7 +23,7 @@ def parse_pending(data: bytes) -> list[Any]:
     try:
         value = msgspec.json.decode(data)
     except UNDECODABLE as exc:
-        raise BadFile(f"not valid JSON: {exc}") from None
+        raise BadFile(f"not valid JSON: {exc}") from exc
     if isinstance(value, dict) and isinstance(value.get("tasks"), list):
         return value["tasks"]
     if isinstance(value, list):

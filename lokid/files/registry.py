@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from lokid.domain.prune import project_id
+from lokid.domain.containers import project_id
 
 RUN_JSON = Path(".loki") / "docker" / "run.json"
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import stat
 import time
 from collections.abc import Callable
@@ -23,11 +22,11 @@ from typing import Any
 
 import trio
 
-from lokid.errors import LokidError, Unavailable
+from lokid.errors import BadFile, LokidError, Unavailable
 from lokid.files.atomic import signature, signature_of, write_atomic
 from lokid.files.locks import queue_file_lock
-from lokid.files.pending import BadFile, parse_pending, quarantine
-from lokid.store.sqlite import read_view
+from lokid.files.pending import parse_pending, quarantine
+from lokid.store.base import ViewReader
 
 log = logging.getLogger("lokid.views")
 
@@ -48,7 +47,7 @@ class ViewWriter:
     def __init__(
         self,
         loki: Path,
-        reader: Callable[[], sqlite3.Connection],
+        reader: Callable[[], ViewReader],
         *,
         completed_keep: int,
         delay: float,
@@ -59,7 +58,7 @@ class ViewWriter:
         self.loki = loki
         self.queue_dir = loki / "queue"
         self._reader_factory = reader
-        self._reader: sqlite3.Connection | None = None
+        self._reader: ViewReader | None = None
         self.completed_keep = completed_keep
         self.delay = delay
         self._import = import_entries
@@ -113,7 +112,7 @@ class ViewWriter:
 
     # -- in a worker thread ------------------------------------------------------------
 
-    def _db(self) -> sqlite3.Connection:
+    def _db(self) -> ViewReader:
         if self._reader is None:
             self._reader = self._reader_factory()
         return self._reader
@@ -150,7 +149,7 @@ class ViewWriter:
             # completed.json: the newest N, oldest first, as Loki Mode appends.
             keep = self.completed_keep if state == "completed" else None
             if state != "pending":
-                written = write_atomic(path, read_view(self._db(), state, keep))
+                written = write_atomic(path, self._db().read(state, keep))
             else:
                 written = self._write_pending(path)
             if written is not None:
@@ -163,7 +162,7 @@ class ViewWriter:
         for _ in range(PENDING_ATTEMPTS):
             seen = signature_of(path)
             self._import_external(path, only_if_changed=True)
-            data = read_view(self._db(), "pending")
+            data = self._db().read("pending")
             written = write_atomic(path, data, still=lambda seen=seen: signature_of(path) == seen)
             if written is not None:
                 return written

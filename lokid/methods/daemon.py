@@ -1,10 +1,16 @@
-"""hello, ping, daemon.status, daemon.shutdown, subscribe, unsubscribe."""
+"""hello, ping, daemon.status, daemon.shutdown, subscribe, unsubscribe, debug.sleep."""
+
+from __future__ import annotations
 
 import time
+from typing import Protocol
 
 import trio
 
 from lokid.errors import InvalidParams, NotFound
+from lokid.hub import Hub
+from lokid.lifecycle import Lifecycle
+from lokid.projects import Projects
 from lokid.server.dispatch import Call, Router
 from lokid.wire.daemon import (
     Empty,
@@ -23,70 +29,77 @@ from lokid.wire.daemon import (
 from lokid.wire.messages import PROTOCOL_VERSION
 from lokid.wire.times import iso
 
+
+class DaemonApp(Protocol):
+    lifecycle: Lifecycle
+    hub: Hub
+    projects: Projects
+    capabilities: list[str]
+
+
 router = Router()
+MAX_SLEEP = 300.0
 
 
 @router.method("hello", HelloParams)
-def hello(call: Call, params: HelloParams) -> HelloResult:
+def hello(call: Call[DaemonApp], params: HelloParams) -> HelloResult:
     if params.protocol != PROTOCOL_VERSION:
         raise InvalidParams(
             f"this lokid speaks protocol {PROTOCOL_VERSION}; "
             f"the client asked for {params.protocol}",
             {"protocol": PROTOCOL_VERSION},
         )
-    call.conn.client = params.client
+    call.peer.client = params.client
+    life = call.app.lifecycle
     return HelloResult(
         server="lokid",
-        version=call.daemon.version,
+        version=life.version,
         protocol=PROTOCOL_VERSION,
-        capabilities=sorted(call.daemon.router.methods),
-        pid=call.daemon.pid,
+        capabilities=call.app.capabilities,
+        pid=life.pid,
     )
 
 
 @router.method("ping", Empty)
-def ping(call: Call, params: Empty) -> PingResult:
+def ping(call: Call[DaemonApp], params: Empty) -> PingResult:
     return PingResult(time=iso(time.time()))
 
 
 @router.method("daemon.status", Empty)
-def status(call: Call, params: Empty) -> StatusResult:
-    daemon = call.daemon
+def status(call: Call[DaemonApp], params: Empty) -> StatusResult:
+    life = call.app.lifecycle
     return StatusResult(
-        version=daemon.version,
-        pid=daemon.pid,
-        uptime_s=round(daemon.uptime, 3),
-        connections=len(daemon.connections),
-        projects=daemon.project_paths(),
+        version=life.version,
+        pid=life.pid,
+        uptime_s=round(life.uptime, 3),
+        connections=len(life.connections),
+        projects=call.app.projects.paths(),
     )
 
 
 @router.method("daemon.shutdown", Empty)
-def shutdown(call: Call, params: Empty) -> ShutdownResult:
-    call.daemon.request_shutdown(f"asked by connection {call.conn.id} ({call.conn.client})")
+def shutdown(call: Call[DaemonApp], params: Empty) -> ShutdownResult:
+    call.app.lifecycle.request_shutdown(f"asked by connection {call.peer.id} ({call.peer.client})")
     return ShutdownResult(stopping=True)
 
 
 @router.method("subscribe", SubscribeParams)
-def subscribe(call: Call, params: SubscribeParams) -> SubscribeResult:
+def subscribe(call: Call[DaemonApp], params: SubscribeParams) -> SubscribeResult:
     if not params.topics or not all(params.topics):
         raise InvalidParams("subscribe: topics must be a non-empty list of non-empty globs")
-    sub = call.daemon.hub.subscribe(call.conn, params.topics, params.project)
+    sub = call.app.hub.subscribe(call.peer, params.topics, params.project)
     return SubscribeResult(sub=sub.id)
 
 
 @router.method("unsubscribe", UnsubscribeParams)
-def unsubscribe(call: Call, params: UnsubscribeParams) -> UnsubscribeResult:
-    if not call.daemon.hub.unsubscribe(call.conn, params.sub):
+def unsubscribe(call: Call[DaemonApp], params: UnsubscribeParams) -> UnsubscribeResult:
+    if not call.app.hub.unsubscribe(call.peer, params.sub):
         raise NotFound(f"no subscription {params.sub} on this connection")
     return UnsubscribeResult(removed=True)
 
 
-MAX_SLEEP = 300.0
-
-
 @router.method("debug.sleep", SleepParams)
-async def debug_sleep(call: Call, params: SleepParams) -> SleepResult:
+async def debug_sleep(call: Call[DaemonApp], params: SleepParams) -> SleepResult:
     """Answer after a while: lets clients test concurrency, cancellation and timeouts."""
     if not 0 <= params.seconds <= MAX_SLEEP:
         raise InvalidParams(f"debug.sleep: seconds must be between 0 and {MAX_SLEEP:g}")

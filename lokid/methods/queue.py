@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
 from lokid.files import signals
 from lokid.files.decisions import append_dlq_decision
-from lokid.projects import Project
-from lokid.queue import Claim, Queue
-from lokid.queues import QueueArea
+from lokid.projects import Project, Projects
+from lokid.queue.area import QueueArea
+from lokid.queue.core import Claim, Queue
 from lokid.server.dispatch import Call, Router
 from lokid.wire.breakers import (
     BreakerList,
@@ -47,28 +47,27 @@ from lokid.wire.queue import (
 )
 from lokid.wire.times import iso
 
-if TYPE_CHECKING:
-    from lokid.daemon import Daemon
+
+class QueueApp(Protocol):
+    projects: Projects
+    queues: QueueArea
+
 
 router = Router()
+QCall = Call[QueueApp]
 
 
-def with_queues(daemon: Daemon) -> Daemon:
-    daemon.queues = QueueArea(daemon)
-    return daemon
-
-
-def _queue(call: Call, project: str) -> Queue:
-    return call.daemon.queues.open(call.daemon.projects.get(project))
+def _queue(call: QCall, project: str) -> Queue:
+    return call.app.queues.open(call.app.projects.use(project))
 
 
 @router.method("queue.enqueue", EnqueueParams)
-def enqueue(call: Call, p: EnqueueParams) -> Enqueued:
+def enqueue(call: QCall, p: EnqueueParams) -> Enqueued:
     return _queue(call, p.project).enqueue(p.task)
 
 
 @router.method("queue.enqueue_many", EnqueueManyParams)
-def enqueue_many(call: Call, p: EnqueueManyParams) -> EnqueueManyResult:
+def enqueue_many(call: QCall, p: EnqueueManyParams) -> EnqueueManyResult:
     return EnqueueManyResult(_queue(call, p.project).enqueue_many(p.tasks))
 
 
@@ -85,127 +84,125 @@ def _halted(project: Project) -> ClaimResult | None:
 
 
 def _outcome(
-    call: Call, p: CompleteParams | FailParams, act: Callable[[Queue, Claim | None], TaskState]
+    call: QCall, p: CompleteParams | FailParams, act: Callable[[Queue, Claim | None], TaskState]
 ) -> TaskState:
     """complete/fail, with `claimNext` made the claim to make, or answered instead of
     one while the project is stopped or paused (the outcome itself still happens)."""
-    project = call.daemon.projects.get(p.project)
+    project = call.app.projects.use(p.project)
     halted = then = None
     if p.claim_next is not None:
         halted = _halted(project)
         if halted is None:
             then = Claim(p.agent, p.claim_next.capabilities, p.claim_next.lease)
-    state = act(call.daemon.queues.open(project), then)
+    state = act(call.app.queues.open(project), then)
     state.next = state.next or halted
     return state
 
 
 @router.method("queue.claim", ClaimParams)
-def claim(call: Call, p: ClaimParams) -> ClaimResult:
-    project = call.daemon.projects.get(p.project)
-    queue = call.daemon.queues.open(project)
+def claim(call: QCall, p: ClaimParams) -> ClaimResult:
+    project = call.app.projects.use(p.project)
+    queue = call.app.queues.open(project)
     return _halted(project) or queue.claim(p.agent, p.capabilities, p.lease)
 
 
 @router.method("queue.heartbeat", HeartbeatParams)
-def heartbeat(call: Call, p: HeartbeatParams) -> HeartbeatResult:
+def heartbeat(call: QCall, p: HeartbeatParams) -> HeartbeatResult:
     until = _queue(call, p.project).heartbeat(p.id, p.agent, p.lease)
     return HeartbeatResult(iso(until))
 
 
 @router.method("queue.complete", CompleteParams)
-def complete(call: Call, p: CompleteParams) -> TaskState:
+def complete(call: QCall, p: CompleteParams) -> TaskState:
     return _outcome(call, p, lambda queue, then: queue.complete(p.id, p.agent, p.result, then))
 
 
 @router.method("queue.fail", FailParams)
-def fail(call: Call, p: FailParams) -> TaskState:
+def fail(call: QCall, p: FailParams) -> TaskState:
     return _outcome(
         call, p, lambda queue, then: queue.fail(p.id, p.agent, p.error, p.retry_after, then)
     )
 
 
 @router.method("queue.cancel", CancelParams)
-def cancel(call: Call, p: CancelParams) -> Cancelled:
+def cancel(call: QCall, p: CancelParams) -> Cancelled:
     return Cancelled(_queue(call, p.project).cancel(p.id, p.reason))
 
 
 @router.method("queue.get", IdParams)
-def get(call: Call, p: IdParams) -> TaskState:
+def get(call: QCall, p: IdParams) -> TaskState:
     return _queue(call, p.project).get(p.id)
 
 
 @router.method("queue.list", ListParams)
-def list_tasks(call: Call, p: ListParams) -> TaskPage:
+def list_tasks(call: QCall, p: ListParams) -> TaskPage:
     tasks, cursor = _queue(call, p.project).page(p.state, p.type, p.limit, p.cursor)
     return TaskPage(tasks, cursor)
 
 
 @router.method("queue.stats", ProjectParams)
-def stats(call: Call, p: ProjectParams) -> Stats:
+def stats(call: QCall, p: ProjectParams) -> Stats:
     return _queue(call, p.project).stats()
 
 
 @router.method("queue.import", ProjectParams)
-async def import_pending(call: Call, p: ProjectParams) -> ImportResult:
-    project = call.daemon.projects.get(p.project)
-    imported, skipped, copy = await call.daemon.queues.views(project).import_now()
+async def import_pending(call: QCall, p: ProjectParams) -> ImportResult:
+    project = call.app.projects.use(p.project)
+    imported, skipped, copy = await call.app.queues.views(project).import_now()
     return ImportResult(imported, skipped, copy)
 
 
 @router.method("dlq.list", ProjectParams)
-def dlq_list(call: Call, p: ProjectParams) -> DlqList:
+def dlq_list(call: QCall, p: ProjectParams) -> DlqList:
     return DlqList(_queue(call, p.project).dlq_list())
 
 
 @router.method("dlq.retry", DlqDecisionParams)
-async def dlq_retry(call: Call, p: DlqDecisionParams) -> DlqDecision:
+async def dlq_retry(call: QCall, p: DlqDecisionParams) -> DlqDecision:
     task = _queue(call, p.project).dlq_retry(p.id)
     await _log_decision(call, p, "retry", task.type, task.last_error)
     return DlqDecision(p.id, "retry")
 
 
 @router.method("dlq.delete", DlqDecisionParams)
-async def dlq_delete(call: Call, p: DlqDecisionParams) -> DlqDecision:
+async def dlq_delete(call: QCall, p: DlqDecisionParams) -> DlqDecision:
     task = _queue(call, p.project).dlq_delete(p.id)
     await _log_decision(call, p, "delete", task.type, task.last_error)
     return DlqDecision(p.id, "delete")
 
 
 async def _log_decision(
-    call: Call, p: DlqDecisionParams, action: str, task_type: str, error: str | None
+    call: QCall, p: DlqDecisionParams, action: str, task_type: str, error: str | None
 ) -> None:
     """Append to `.loki/logs/decisions/dlq-review-<date>.md`, as the reference asks."""
-    project = call.daemon.projects.get(p.project)
+    project = call.app.projects.use(p.project)
     await trio.to_thread.run_sync(
         append_dlq_decision, project.loki, time.time(), p.id, action, task_type, error, p.note
     )
 
 
 @router.method("breaker.list", ProjectParams)
-def breaker_list(call: Call, p: ProjectParams) -> BreakerList:
+def breaker_list(call: QCall, p: ProjectParams) -> BreakerList:
     queue = _queue(call, p.project)
     with queue.transaction():
         return BreakerList(queue.breakers.listing(queue.clock()))
 
 
 @router.method("breaker.reset", BreakerTypeParams)
-def breaker_reset(call: Call, p: BreakerTypeParams) -> BreakerOne:
+def breaker_reset(call: QCall, p: BreakerTypeParams) -> BreakerOne:
     queue = _queue(call, p.project)
     with queue.transaction():
         return BreakerOne(p.type, queue.breakers.reset(p.type))
 
 
 @router.method("breaker.trip", TripParams)
-def breaker_trip(call: Call, p: TripParams) -> BreakerOne:
+def breaker_trip(call: QCall, p: TripParams) -> BreakerOne:
     queue = _queue(call, p.project)
     with queue.transaction():
         return BreakerOne(p.type, queue.breakers.trip(p.type, queue.clock(), p.reason))
 
 
 @router.method("breaker.reload", ProjectParams)
-def breaker_reload(call: Call, p: ProjectParams) -> ReloadResult:
-    project = call.daemon.projects.get(p.project)
-    if call.daemon.queues.reload(project):
-        return ReloadResult(True)
-    return ReloadResult(False, "the configuration file was rejected; see the config.invalid event")
+def breaker_reload(call: QCall, p: ProjectParams) -> ReloadResult:
+    error = call.app.queues.reload_project(call.app.projects.use(p.project))
+    return ReloadResult(error is None, error)

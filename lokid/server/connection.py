@@ -4,24 +4,28 @@ Requests on a connection run concurrently and may be answered out of order.
 A client that sends faster than it reads is slowed, never the daemon: replies
 wait for room in the connection's own `Outbox`, and the reader stops taking
 requests while `max_inflight` of them are running.
+
+A connection knows only its socket, its limits, what to dispatch through and
+whom to tell when it closes; it is the hub's `Subscriber` and a handler's `Peer`.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import secrets
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import trio
 
-from lokid.errors import Cancelled, InvalidRequest, LokidError, ParseError, TooLarge
-from lokid.server.dispatch import Call, Method
+from lokid.errors import Cancelled, InvalidRequest, LokidError, ParseError, TooLarge, wire_error
+from lokid.server.dispatch import Call, Dispatch, Method
 from lokid.server.outbox import Outbox
-from lokid.wire.daemon import CancelParams
+from lokid.wire.daemon import CancelParams, Event
 from lokid.wire.framing import HEADER, FrameDecoder
 from lokid.wire.messages import (
     UNDECODABLE,
@@ -32,9 +36,6 @@ from lokid.wire.messages import (
     Response,
 )
 
-if TYPE_CHECKING:
-    from lokid.daemon import Daemon
-
 log = logging.getLogger("lokid.connection")
 
 RECV_SIZE = 256 * 1024
@@ -44,9 +45,18 @@ CLOSE_FLUSH_SECONDS = 1.0
 SPIN_CHECKPOINT_NS = 1_000_000
 
 _decoder = msgspec.msgpack.Decoder(ClientMessage)
-_cancel_decoder = msgspec.msgpack.Decoder(CancelParams)
 _encoder = msgspec.msgpack.Encoder()
 _ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one connection may cost (from `Settings`)."""
+
+    max_frame: int
+    outbox_limit: int
+    max_inflight: int
+    spin_us: float
 
 
 def encode_message(msg: Response | Notification) -> bytearray:
@@ -57,11 +67,9 @@ def encode_message(msg: Response | Notification) -> bytearray:
     return buf
 
 
-def internal_error(exc: BaseException, where: str) -> Error:
-    """Log the traceback under a short id; the client gets only the id."""
-    error_id = secrets.token_hex(4)
-    log.error("internal error %s in %s", error_id, where, exc_info=exc)
-    return Error("internal", f"internal error (id {error_id}); see the lokid log")
+def error_of(exc: BaseException, where: str) -> Error:
+    """The error of a reply, for any exception (see `lokid.errors.wire_error`)."""
+    return Error(*wire_error(exc, where))
 
 
 def _guess_msgid(frame: bytes) -> int | None:
@@ -76,18 +84,25 @@ def _guess_msgid(frame: bytes) -> int | None:
 
 
 class Connection:
-    def __init__(self, daemon: Daemon, sock: socket.socket, peer_pid: int | None) -> None:
-        settings = daemon.settings
+    def __init__(
+        self,
+        sock: socket.socket,
+        limits: Limits,
+        dispatch: Dispatch,
+        on_close: Callable[[Connection], None] = lambda conn: None,
+        peer_pid: int | None = None,
+    ) -> None:
         self.id = next(_ids)
-        self.daemon = daemon
         self.peer_pid = peer_pid
         self.client = "unknown"
         self._sock = sock
-        self._max_frame = settings.max_frame
-        self._spin_ns = int(settings.spin_us * 1000)
-        self._frames = FrameDecoder(settings.max_frame)
-        self.outbox = Outbox(sock, settings.outbox_limit)
-        self._slots = trio.Semaphore(settings.max_inflight)
+        self._dispatch = dispatch
+        self._on_close = on_close
+        self._max_frame = limits.max_frame
+        self._spin_ns = int(limits.spin_us * 1000)
+        self._frames = FrameDecoder(limits.max_frame)
+        self.outbox = Outbox(sock, limits.outbox_limit)
+        self._slots = trio.Semaphore(limits.max_inflight)
         self._inflight: dict[int, trio.CancelScope] = {}
         self._read_scope = trio.CancelScope()
         self._idle = trio.lowlevel.ParkingLot()
@@ -110,7 +125,7 @@ class Connection:
                     await self.outbox.flush(CLOSE_FLUSH_SECONDS)
                     nursery.cancel_scope.cancel()
         finally:
-            self.daemon.hub.drop_connection(self)
+            self._on_close(self)
             self._sock.close()
             log.debug("connection %d closed", self.id)
 
@@ -209,7 +224,7 @@ class Connection:
             return
         try:
             params = msgspec.convert(msg.params, CancelParams)
-        except msgspec.ValidationError:
+        except (msgspec.ValidationError, *UNDECODABLE):
             log.debug("connection %d: malformed $/cancel ignored", self.id)
             return
         scope = self._inflight.get(params.id)
@@ -220,14 +235,14 @@ class Connection:
 
     async def _on_request(self, req: Request, nursery: trio.Nursery) -> None:
         try:
-            method = self.daemon.router.lookup(req.method)
+            method = self._dispatch.lookup(req.method)
             if req.msgid in self._inflight:
                 raise InvalidRequest(f"msgid {req.msgid} is already in flight on this connection")
             params = method.decode_params(req.params)
         except LokidError as exc:
             await self._send_error(req.msgid, exc)
             return
-        call = Call(self.daemon, self, req.msgid)
+        call = self._dispatch.call(self, req.msgid)
         if not method.is_async:
             await self._reply(req.msgid, *self._call_sync(method, call, params))
             return
@@ -239,10 +254,8 @@ class Connection:
     def _call_sync(self, method: Method, call: Call, params: Any) -> tuple[Error | None, Any]:
         try:
             return None, method.handler(call, params)
-        except LokidError as exc:
-            return Error(exc.code, exc.message, exc.data), None
         except Exception as exc:
-            return internal_error(exc, method.name), None
+            return error_of(exc, method.name), None
 
     async def _call_async(
         self, method: Method, call: Call, params: Any, scope: trio.CancelScope
@@ -253,12 +266,10 @@ class Connection:
             with scope:
                 try:
                     result = await method.handler(call, params)
-                except LokidError as exc:
-                    error = Error(exc.code, exc.message, exc.data)
                 except Exception as exc:
-                    error = internal_error(exc, method.name)
+                    error = error_of(exc, method.name)
             if scope.cancelled_caught:
-                error, result = Error(Cancelled.code, "request cancelled"), None
+                error, result = error_of(Cancelled("request cancelled"), method.name), None
             await self._reply(call.msgid, error, result)
         finally:
             del self._inflight[call.msgid]
@@ -272,14 +283,22 @@ class Connection:
         try:
             frame = encode_message(Response(msgid, error, result))
         except (msgspec.EncodeError, TypeError, OverflowError) as exc:
-            frame = encode_message(Response(msgid, internal_error(exc, "encoding a reply")))
+            frame = encode_message(Response(msgid, error_of(exc, "encoding a reply")))
         if len(frame) - 4 > self._max_frame:
             message = f"reply of {len(frame) - 4} bytes exceeds the frame limit; ask for less"
-            frame = encode_message(Response(msgid, Error(TooLarge.code, message)))
+            frame = encode_message(Response(msgid, error_of(TooLarge(message), "reply")))
         await self.outbox.send_reply(frame)
 
     async def _send_error(self, msgid: int | None, exc: LokidError) -> None:
-        await self._reply(msgid, Error(exc.code, exc.message, exc.data), None)
+        await self._reply(msgid, error_of(exc, "request"), None)
+
+    # -- as the hub's Subscriber and a handler's Peer -----------------------------------
 
     def offer_event(self, frame: bytes | bytearray) -> bool:
         return self.outbox.offer(frame)
+
+    def on_space(self, callback: Callable[[], None]) -> None:
+        self.outbox.on_space(callback)
+
+    async def push(self, event: Event) -> None:
+        await self.outbox.send_reply(encode_message(Notification("event", event)))

@@ -14,25 +14,21 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 
-from lokid.paths import UnsafePath, check_sun_path, ensure_private_dir
-from lokid.server.connection import Connection
+from lokid.errors import AlreadyRunning, UnsafePath
+from lokid.paths import check_sun_path, ensure_private_dir
 from lokid.server.peer import peer_credentials
-
-if TYPE_CHECKING:
-    from lokid.daemon import Daemon
 
 log = logging.getLogger("lokid.listener")
 
 BACKLOG = socket.SOMAXCONN  # a burst of clients connecting at once must not get EAGAIN
 
-
-class AlreadyRunning(Exception):
-    """Another lokid serves this socket path."""
+# Called with each accepted socket of our own uid and its peer's pid.
+Accepted = Callable[[socket.socket, int | None], None]
 
 
 class Listener:
@@ -116,13 +112,13 @@ def _clear_stale(path: Path) -> None:
     raise AlreadyRunning(f"a live daemon already answers on {path}")
 
 
-async def accept_loop(daemon: Daemon, listener: Listener, nursery: trio.Nursery) -> None:
-    """Accept until cancelled; each connection runs in `nursery`."""
+async def accept_loop(listener: Listener, stopping: Callable[[], bool], accepted: Accepted) -> None:
+    """Accept until cancelled or stopping; `accepted` takes each connection of our uid."""
     lsock = listener.sock
     my_uid = os.getuid()
     while True:
         await trio.lowlevel.wait_readable(lsock)
-        if daemon.stopping:
+        if stopping():
             # Stopping was decided after this wake-up was scheduled (say, idle exit saw
             # no client a moment ago). Accepting now would only close the connection
             # unread; left in the backlog it stays with a manager's socket for the next
@@ -148,13 +144,4 @@ async def accept_loop(daemon: Daemon, listener: Listener, nursery: trio.Nursery)
             log.warning("refused a connection from uid %d (pid %s)", uid, pid)
             sock.close()
             continue
-        conn = Connection(daemon, sock, pid)
-        daemon.connections.add(conn)
-        nursery.start_soon(_run_connection, daemon, conn)
-
-
-async def _run_connection(daemon: Daemon, conn: Connection) -> None:
-    try:
-        await conn.run()
-    finally:
-        daemon.connections.discard(conn)
+        accepted(sock, pid)

@@ -15,12 +15,11 @@ import logging
 import os
 import socket
 import stat
-import sys
 from collections.abc import MutableMapping
-from pathlib import Path
 
 import msgspec
 
+from lokid.errors import ActivationError
 from lokid.server.listener import Listener
 
 log = logging.getLogger("lokid.activation")
@@ -28,10 +27,6 @@ log = logging.getLogger("lokid.activation")
 LISTEN_FDS_START = 3
 LISTEN_VARS = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 FD_NAME = "lokid"  # FileDescriptorName= in lokid.socket, the Sockets key in the plist
-
-
-class ActivationError(Exception):
-    """No usable socket from the service manager; the message says why."""
 
 
 class PassedFd(msgspec.Struct, frozen=True):
@@ -119,26 +114,3 @@ def from_systemd(
         if other != chosen:
             log.warning("ignoring passed fd %d (%s): lokid serves one socket", other.fd, other.name)
     return adopt_fd(chosen.fd, f"systemd ({chosen.name})")
-
-
-def inherited_listener(env: MutableMapping[str, str] | None = None) -> Listener | None:
-    """The socket a service manager handed us (systemd, then launchd on macOS), if any."""
-    listener = from_systemd(env)
-    if listener is None and sys.platform == "darwin":
-        from lokid.service.launchd import from_launchd
-
-        listener = from_launchd()
-    return listener
-
-
-def open_listener(path: Path, idle_exit: float | None = None) -> Listener:
-    """The one place lokid chooses: the manager's socket if we were given one, else bind."""
-    listener = inherited_listener()
-    if listener is not None:
-        return listener
-    if idle_exit is not None:
-        raise ActivationError(
-            "--idle-exit needs a socket passed by systemd or launchd (nothing would restart "
-            "lokid on the next connection); see `lokid service install`"
-        )
-    return Listener.bind(path)

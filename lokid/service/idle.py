@@ -1,8 +1,8 @@
 """Idle exit: with an inherited socket, stop when nothing needs us for a while.
 
 The manager keeps listening while we are gone and starts lokid again on the next
-connect, so an idle daemon costs nothing. Idle means: no client connected and
-every area's `Daemon.idle_checks` (claimed tasks, running containers) says idle.
+connect, so an idle daemon costs nothing. Idle means: no client connected (or waiting
+to be accepted) and every area idle (no claimed task, no running container).
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 import select
 import socket
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sized
 
 import trio
 
-if TYPE_CHECKING:
-    from lokid.daemon import Daemon, Service
+from lokid.lifecycle import Lifecycle, Work
 
 log = logging.getLogger("lokid.idle")
 
@@ -46,18 +45,13 @@ def has_pending(sock: socket.socket) -> bool:
     return bool(readable)
 
 
-def is_idle(daemon: Daemon, listener: socket.socket | None = None) -> bool:
-    """No connection (accepted or queued) and every area idle; a failing check is busy."""
-    if daemon.connections or (listener is not None and has_pending(listener)):
+def is_idle(
+    connections: Sized, areas_idle: Callable[[], bool], listener: socket.socket | None = None
+) -> bool:
+    """No connection (accepted or queued) and every area idle."""
+    if len(connections) or (listener is not None and has_pending(listener)):
         return False
-    for check in daemon.idle_checks:
-        try:
-            if not check():
-                return False
-        except Exception:
-            log.exception("idle check %r failed; assuming busy", check)
-            return False
-    return True
+    return areas_idle()
 
 
 def poll_interval(limit: float) -> float:
@@ -65,21 +59,27 @@ def poll_interval(limit: float) -> float:
     return min(max(limit / 5, 0.02), 1.0)
 
 
-def idle_exit(limit: float, listener: socket.socket | None = None) -> Service:
-    """A daemon service that requests shutdown after `limit` idle seconds.
+def idle_exit(
+    limit: float,
+    lifecycle: Lifecycle,
+    areas_idle: Callable[[], bool],
+    listener: socket.socket | None = None,
+) -> Work:
+    """Background work that requests shutdown after `limit` idle seconds.
 
     A connection still in the listen queue counts as a client. One that arrives after
     the decision is not accepted (see `accept_loop`): it waits in the manager's socket
     for the lokid the manager starts next."""
 
-    async def service(daemon: Daemon) -> None:
+    async def watch_idleness() -> None:
         timer = IdleTimer(limit)
         step = poll_interval(limit)
-        while not daemon.stopping:
-            left = timer.update(is_idle(daemon, listener), trio.current_time())
+        while not lifecycle.stopping:
+            idle = is_idle(lifecycle.connections, areas_idle, listener)
+            left = timer.update(idle, trio.current_time())
             if left is not None and left <= 0:
-                daemon.request_shutdown(f"idle for {limit:g}s")
+                lifecycle.request_shutdown(f"idle for {limit:g}s")
                 return
             await trio.sleep(step if left is None else min(step, left))
 
-    return service
+    return watch_idleness

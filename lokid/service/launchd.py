@@ -14,8 +14,9 @@ import logging
 import os
 from typing import Any, Protocol
 
+from lokid.errors import LaunchdError
 from lokid.server.listener import Listener
-from lokid.service.activation import FD_NAME, ActivationError, adopt_fd
+from lokid.service.activation import FD_NAME, adopt_fd
 
 log = logging.getLogger("lokid.launchd")
 
@@ -31,12 +32,6 @@ class LibSystem(Protocol):
 
     launch_activate_socket: Any
     free: Any
-
-
-class LaunchdError(ActivationError):
-    def __init__(self, code: int, name: str) -> None:
-        super().__init__(f"launch_activate_socket({name!r}): {os.strerror(code)}")
-        self.code = code
 
 
 def load_libsystem(path: str = LIBSYSTEM) -> LibSystem:

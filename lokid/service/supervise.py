@@ -1,79 +1,62 @@
 """Serve under a supervisor: READY once serving, watchdog pings, reload and stop notices.
 
 supervised
-├── Daemon.serve         started first; READY=1 follows its `started()`
+├── serve                started first; READY=1 follows its `started()`
 └── lifecycle            STATUS updates and WATCHDOG=1 until shutdown, then STOPPING=1
+
+The reload notices (RELOADING=1 ... READY=1) are hooks the composition root gives the
+daemon; this module only knows the lifecycle, the notifier and a one-line summary.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 import trio
 
-from lokid.service.idle import idle_exit
+from lokid.lifecycle import Lifecycle
 from lokid.service.notify import Notifier
-
-if TYPE_CHECKING:
-    from lokid.daemon import Daemon
-    from lokid.server.listener import Listener
 
 STATUS_EVERY = 5.0  # seconds between STATUS refreshes when there is no watchdog
 
+Serve = Callable[..., Awaitable[None]]
 
-def _plural(n: int, word: str) -> str:
+
+def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def summary(daemon: Daemon) -> str:
-    """The one-line STATUS systemctl shows."""
-    clients = _plural(len(daemon.connections), "client")
-    projects = _plural(len(daemon.project_paths()), "project")
-    return f"serving {clients}, {projects}"
-
-
-def attach(
-    daemon: Daemon, listener: Listener, notifier: Notifier, idle_after: float | None
-) -> None:
-    """Register the reload notices and, when asked, the idle-exit service."""
-    if notifier.enabled:
-        daemon.reload_begin_hooks.append(notifier.reloading)
-        daemon.reload_end_hooks.append(lambda: notifier.ready(summary(daemon)))
-    if idle_after is not None:
-        daemon.services.append(idle_exit(idle_after, listener.sock))
-
-
 async def supervised(
-    daemon: Daemon, listener: Listener, notifier: Notifier, idle_after: float | None = None
+    serve: Serve, lifecycle: Lifecycle, notifier: Notifier, summary: Callable[[], str]
 ) -> None:
-    attach(daemon, listener, notifier, idle_after)
+    """Run `serve` (a `Daemon.serve` bound to its listener) and keep the manager told."""
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.serve, listener)
-            nursery.start_soon(_lifecycle, daemon, notifier)
+            await nursery.start(serve)
+            nursery.start_soon(_notices, lifecycle, notifier, summary)
     finally:
         notifier.close()
 
 
-async def _lifecycle(daemon: Daemon, notifier: Notifier) -> None:
+async def _notices(lifecycle: Lifecycle, notifier: Notifier, summary: Callable[[], str]) -> None:
     if not notifier.enabled:
         return
-    notifier.ready(summary(daemon))
+    notifier.ready(summary())
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_tick, daemon, notifier)
-        await daemon.wait_stopping()
+        nursery.start_soon(_tick, notifier, summary)
+        await lifecycle.wait_stopping()
         nursery.cancel_scope.cancel()
     notifier.stopping()
 
 
-async def _tick(daemon: Daemon, notifier: Notifier) -> None:
+async def _tick(notifier: Notifier, summary: Callable[[], str]) -> None:
     """WATCHDOG=1 at half the timeout (the event loop is alive if this runs); STATUS on change."""
-    last = summary(daemon)
+    last = summary()
     while True:
         await trio.sleep(notifier.watchdog or STATUS_EVERY)
         if notifier.watchdog:
             notifier.ping()
-        now = summary(daemon)
+        now = summary()
         if now != last:
             notifier.status(now)
             last = now

@@ -3,7 +3,7 @@
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 
 @dataclass(slots=True)
@@ -37,6 +37,14 @@ class BreakerRow:
     reason: str | None
 
 
+class ViewReader(Protocol):
+    def read(self, state: str, newest: int | None = None) -> bytes:
+        """One state's tasks as the JSON array its view file holds (the newest N, when
+        given), oldest first, extra fields included."""
+
+    def close(self) -> None: ...
+
+
 class QueueStore(Protocol):
     """What the queue needs from durable storage; `SqliteStore` is one implementation.
 
@@ -46,7 +54,8 @@ class QueueStore(Protocol):
 
     def transaction(self) -> AbstractContextManager[None]: ...
     def close(self) -> None: ...
-    def reader(self) -> Any: ...
+    def view_reader(self) -> ViewReader:
+        """A reader for the view writer's thread, apart from the writer's connection."""
 
     # tasks
     def get(self, task_id: str) -> TaskRow | None: ...

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from lokid.domain.queue import better
-from lokid.errors import Unavailable
+from lokid.domain.queue import CLAIM_ORDER_SQL, claim_key
+from lokid.errors import StoreUnavailable
 from lokid.store.base import BreakerRow, TaskRow
 
 SCHEMA_VERSION = 1
@@ -84,7 +84,7 @@ _COLUMNS = (
 _TYPE_HEAD = (
     "(SELECT seq FROM tasks INDEXED BY tasks_ready "
     "WHERE state = 'pending' AND deps_left = 0 AND type = ? AND available_at <= ? "
-    "ORDER BY priority DESC, seq LIMIT 1)"
+    f"ORDER BY {CLAIM_ORDER_SQL} LIMIT 1)"
 )
 _TYPES_PER_CLAIM_QUERY = 50
 
@@ -93,7 +93,7 @@ _TYPES_PER_CLAIM_QUERY = 50
 def _claim_sql(n_types: int) -> str:
     """The claim statement for `n_types` types (at most _TYPES_PER_CLAIM_QUERY, so few)."""
     heads = ", ".join([_TYPE_HEAD] * n_types)
-    order = "ORDER BY priority DESC, seq LIMIT 1"
+    order = f"ORDER BY {CLAIM_ORDER_SQL} LIMIT 1"
     return f"SELECT {_COLUMNS} FROM tasks WHERE seq IN ({heads}) {order}"
 
 
@@ -131,10 +131,10 @@ class SqliteStore:
             self._db.close()
             if exc.sqlite_errorname != "SQLITE_BUSY":
                 raise
-            raise Unavailable(
+            raise StoreUnavailable(
                 f"{path} is open in another process (another lokid serving this project?)",
                 {"sqlite": exc.sqlite_errorname},
-            ) from None
+            ) from exc
         # normal: a commit survives a crash of this process (the WAL is in the OS's hands);
         # full: it also survives an OS crash or power loss (fsync on every commit).
         self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
@@ -148,8 +148,10 @@ class SqliteStore:
         if version == SCHEMA_VERSION:
             return
         if version != 0:
-            raise RuntimeError(
-                f"{self.path} has schema version {version}; this lokid knows {SCHEMA_VERSION}"
+            raise StoreUnavailable(
+                f"{self.path} has schema version {version}; this lokid knows {SCHEMA_VERSION} "
+                "(a newer lokid wrote it: upgrade lokid)",
+                {"schema": version},
             )
         # One script, one transaction: a crash mid-way leaves version 0 and no tables.
         self._db.executescript(
@@ -183,21 +185,22 @@ class SqliteStore:
         finally:
             self._depth = 0
 
-    def _unavailable(self, exc: sqlite3.OperationalError) -> Unavailable:
+    def _unavailable(self, exc: sqlite3.OperationalError) -> StoreUnavailable:
         """A full disk, an I/O error or a read-only file: the client is told, nothing is
         half-done (the transaction was rolled back), and lokid carries on."""
-        return Unavailable(
+        return StoreUnavailable(
             f"the state database {self.path}: {exc}", {"sqlite": exc.sqlite_errorname}
         )
 
     def close(self) -> None:
         self._db.close()
 
-    def reader(self) -> sqlite3.Connection:
-        """A separate read-only connection (WAL lets it read while we write)."""
+    def view_reader(self) -> SqliteViewReader:
+        """A separate read-only connection for the view writer's thread (WAL lets it read
+        while we write)."""
         db = sqlite3.connect(_uri(self.path, "mode=ro"), uri=True, check_same_thread=False)
         db.execute("PRAGMA busy_timeout=5000")
-        return db
+        return SqliteViewReader(db)
 
     # -- tasks ---------------------------------------------------------------------------
 
@@ -271,7 +274,9 @@ class SqliteStore:
             r = self._db.execute(
                 _claim_sql(len(chunk)), [arg for task_type in chunk for arg in (task_type, now)]
             ).fetchone()
-            if r is not None and (best is None or better((r[4], r[0]), (best.priority, best.seq))):
+            if r is not None and (
+                best is None or claim_key(r[4], r[0]) < claim_key(best.priority, best.seq)
+            ):
                 best = _row(r)
         return best
 
@@ -357,19 +362,28 @@ class SqliteStore:
         )  # fmt: skip
 
 
-def read_view(db: sqlite3.Connection, state: str, newest: int | None = None) -> bytes:
-    """One state's tasks as a JSON array of their documents, oldest first.
+class SqliteViewReader:
+    """Reads one state's tasks as the JSON array its view file holds."""
 
-    SQLite builds the array itself, so a view of 100,000 tasks costs the
-    daemon's thread no Python objects and no GIL while it is assembled. Extra
-    fields kept from Loki Mode's files are spliced into each object.
-    """
-    limit = "" if newest is None else f"ORDER BY seq DESC LIMIT {int(newest)}"
-    row = db.execute(
-        "SELECT CAST('[' || coalesce(group_concat(item, ','), '') || ']' AS BLOB) FROM ("
-        "  SELECT CASE WHEN extra IS NULL OR length(extra) <= 2 THEN doc"
-        "         ELSE substr(doc, 1, length(doc) - 1) || ',' || substr(extra, 2) END AS item"
-        f"  FROM (SELECT seq, doc, extra FROM tasks WHERE state = ? {limit}) ORDER BY seq)",
-        (state,),
-    ).fetchone()
-    return row[0]
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def read(self, state: str, newest: int | None = None) -> bytes:
+        """One state's tasks as a JSON array of their documents, oldest first.
+
+        SQLite builds the array itself, so a view of 100,000 tasks costs the
+        daemon's thread no Python objects and no GIL while it is assembled. Extra
+        fields kept from Loki Mode's files are spliced into each object.
+        """
+        limit = "" if newest is None else f"ORDER BY seq DESC LIMIT {int(newest)}"
+        row = self._db.execute(
+            "SELECT CAST('[' || coalesce(group_concat(item, ','), '') || ']' AS BLOB) FROM ("
+            "  SELECT CASE WHEN extra IS NULL OR length(extra) <= 2 THEN doc"
+            "         ELSE substr(doc, 1, length(doc) - 1) || ',' || substr(extra, 2) END AS item"
+            f"  FROM (SELECT seq, doc, extra FROM tasks WHERE state = ? {limit}) ORDER BY seq)",
+            (state,),
+        ).fetchone()
+        return row[0]
+
+    def close(self) -> None:
+        self._db.close()

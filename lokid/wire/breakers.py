@@ -1,6 +1,6 @@
 """Params and results of the breaker.* methods."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 
@@ -18,14 +18,26 @@ class TripParams(ProjectParams, kw_only=True):
     reason: Annotated[str, msgspec.Meta(max_length=4096)] = "tripped by hand"
 
 
+class BreakerState(msgspec.Struct, kw_only=True):
+    """One type's breaker, as `breaker.list` shows it and its events carry it."""
+
+    state: str  # closed, open, half-open
+    failures: int
+    last_failure: str | None = msgspec.field(name="lastFailure")
+    opened_at: str | None = msgspec.field(name="openedAt")
+    # When an open breaker turns half-open (nil when tripped by hand), or when it did.
+    half_open_at: str | None = msgspec.field(name="halfOpenAt")
+    forced: bool
+    reason: str | None
+
+
 class BreakerList(msgspec.Struct):
-    # type -> {state, failures, lastFailure, openedAt, halfOpenAt, forced, reason}
-    breakers: dict[str, dict[str, Any]]
+    breakers: dict[str, BreakerState]
 
 
 class BreakerOne(msgspec.Struct):
     type: str
-    breaker: dict[str, Any]
+    breaker: BreakerState
 
 
 class ReloadResult(msgspec.Struct):

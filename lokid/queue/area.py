@@ -1,44 +1,45 @@
-"""The queue area of the daemon: each project's queue, opened on first use,
-with its view writer, and one sweeper that expires leases and turns due
-breakers half-open for every project."""
+"""The queue area: each project's queue, opened on first use, with its view writer, and one
+sweeper that expires leases and turns due breakers half-open for every project."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import msgspec
 import trio
 
-from lokid.breakers import CONFIG_PATH, BreakerConfigs, ConfigError, load_config
-from lokid.errors import NotFound, Unavailable, unavailable_file
+from lokid.errors import ConfigError, NotFound, StoreUnavailable, unavailable_file
 from lokid.files.views import BREAKERS, VIEW_FILES, ViewWriter
+from lokid.lifecycle import Spawner
 from lokid.projects import Project
-from lokid.queue import Queue
+from lokid.queue.breaker_config import CONFIG_PATH, BreakerConfigs, load_config
+from lokid.queue.core import Queue
+from lokid.queue.loki_tasks import breakers_file
+from lokid.settings import Settings
 from lokid.store.sqlite import SqliteStore
-
-if TYPE_CHECKING:
-    from lokid.daemon import Daemon
+from lokid.wire import events as ev
 
 log = logging.getLogger("lokid.queues")
 
 SWEEP_MAX_SLEEP = 1.0  # the sweeper looks at least this often, whatever it was told
 
+Emit = Callable[[str | None, Any], None]
+
 
 class QueueArea:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, settings: Settings, emit: Emit, spawn: Spawner) -> None:
+        self._settings = settings
+        self._emit = emit
+        self._spawn = spawn
         self._queues: dict[str, Queue] = {}
+        self._projects: dict[str, Project] = {}
         self._views: dict[str, ViewWriter] = {}
         self._poke = trio.Event()
         self._next_look = 0.0
-        daemon.services.append(self._sweeper)
-        daemon.reload_hooks.append(self.reload_all)
-        daemon.stop_hooks.append(self.close_all)
-        daemon.idle_checks.append(self.idle)
 
     def open(self, project: Project) -> Queue:
         queue = self._queues.get(project.path)
@@ -46,37 +47,44 @@ class QueueArea:
             return queue
         if not Path(project.path).is_dir():
             raise NotFound(f"project folder {project.path} does not exist")
-        settings = self.daemon.settings
+        settings = self._settings
         db_path = project.loki / "state" / "lokid.db"
         try:
             store = SqliteStore(db_path, settings.durability)
         except OSError as exc:
             raise unavailable_file(f"open {db_path}", exc) from exc
         except sqlite3.Error as exc:
-            raise Unavailable(f"cannot open {db_path}: {exc}") from exc
-        config = self._read_config(project, None)
-        hub = self.daemon.hub
+            raise StoreUnavailable(f"cannot open {db_path}: {exc}") from exc
+        config = self._load_config(project)
+        if isinstance(config, str):
+            config = BreakerConfigs()
+        emit = self._emit
 
-        def publish(topic: str, data: dict[str, Any]) -> None:
-            hub.publish(topic, project.path, data)
+        def publish(event: Any) -> None:
+            emit(project.path, event)
 
         views = ViewWriter(
             project.loki,
-            store.reader,
+            store.view_reader,
             completed_keep=settings.completed_keep,
             delay=settings.view_delay,
             import_entries=lambda entries: queue.import_tasks(entries),
             quarantined=lambda path, copy, why: self._quarantined(project, path, copy, why),
-            breakers_json=lambda: breakers_file(queue),
+            breakers_json=lambda: breakers_file(queue.breakers.snapshot()),
         )
         queue = Queue(
-            project.path, store, config, publish, self._changed(views), lease_set=self.lease_set
+            project.path,
+            store,
+            config,
+            publish,
+            lambda states: views.mark(set(states)),
+            lease_set=self.lease_set,
         )
         self._queues[project.path] = queue
+        self._projects[project.path] = project
         self._views[project.path] = views
-        project.areas["queue"] = queue
         views.mark([*VIEW_FILES, BREAKERS])  # bring the files in line with the database
-        self.daemon.spawn(views.run)
+        self._spawn(views.run)
         self._poke.set()
         log.info("opened the queue of %s", project.path)
         return queue
@@ -85,12 +93,6 @@ class QueueArea:
         self.open(project)
         return self._views[project.path]
 
-    def _changed(self, views: ViewWriter):
-        def changed(states) -> None:
-            views.mark(set(states))
-
-        return changed
-
     def lease_set(self, until: float) -> None:
         """A lease that ends before the sweeper's next look wakes it early."""
         if until < self._next_look:
@@ -98,38 +100,39 @@ class QueueArea:
 
     def _quarantined(self, project: Project, path: Path, copy: Path, why: str) -> None:
         log.warning("quarantined %s as %s: %s", path, copy, why)
-        self.daemon.hub.publish(
-            "queue.quarantined", project.path, {"file": str(path), "copy": str(copy), "error": why}
-        )
+        self._emit(project.path, ev.QueueQuarantined(file=str(path), copy=str(copy), error=why))
 
     # -- configuration -----------------------------------------------------------------
 
-    def _read_config(self, project: Project, queue: Queue | None):
+    def _load_config(self, project: Project) -> BreakerConfigs | str:
+        """The breakers' file as configuration, or why it was refused (`config.invalid`)."""
         try:
             return load_config(project.loki / CONFIG_PATH)
         except ConfigError as exc:
-            log.warning("%s; keeping the previous configuration", exc)
-            self.daemon.hub.publish("config.invalid", project.path, {"error": str(exc)})
-            return queue.breakers.config if queue is not None else BreakerConfigs()
+            log.warning("%s; keeping the previous configuration", exc.message)
+            self._emit(project.path, ev.ConfigInvalid(error=exc.message))
+            return exc.message
 
-    def reload(self, project: Project) -> bool:
+    def reload_project(self, project: Project) -> str | None:
+        """Re-read the breakers' file; None when it was taken, else why it was refused."""
         queue = self.open(project)
-        before = queue.breakers.config
-        queue.breakers.config = self._read_config(project, queue)
-        ok = queue.breakers.config is not before
-        if ok:
-            self.daemon.hub.publish("config.reloaded", project.path, {"source": str(CONFIG_PATH)})
-            self._views[project.path].mark([BREAKERS])  # halfOpenAt may have moved
-        return ok
+        config = self._load_config(project)
+        if isinstance(config, str):
+            return config
+        queue.breakers.config = config
+        self._emit(project.path, ev.ConfigReloaded(source=str(CONFIG_PATH)))
+        self._views[project.path].mark([BREAKERS])  # halfOpenAt may have moved
+        return None
 
-    def reload_all(self) -> None:
-        for path in list(self._queues):
-            self.reload(self.daemon.projects.get(path))
+    # -- the Area protocol -------------------------------------------------------------
 
-    # -- background --------------------------------------------------------------------
+    def reload(self) -> None:
+        for project in list(self._projects.values()):
+            self.reload_project(project)
 
-    async def _sweeper(self, daemon: Daemon) -> None:
-        """Expire leases and turn breakers half-open when due; reads only until then."""
+    async def run(self) -> None:
+        """The sweeper: expire leases and turn breakers half-open when due; reads only until
+        then."""
         while True:
             now = time.time()
             self._next_look = now + SWEEP_MAX_SLEEP
@@ -159,8 +162,8 @@ class QueueArea:
     def forget(self, project: Project) -> None:
         """The project's folder went away: close its queue (the next use reopens it)."""
         queue = self._queues.pop(project.path, None)
+        self._projects.pop(project.path, None)
         views = self._views.pop(project.path, None)
-        project.areas.pop("queue", None)
         if views is not None:
             views.close()
             views.retire()
@@ -171,16 +174,9 @@ class QueueArea:
     def idle(self) -> bool:
         return all(queue.idle() for queue in self._queues.values())
 
-    def close_all(self) -> None:
+    def close(self) -> None:
         for path, queue in self._queues.items():
             self._views[path].close()
             queue.store.close()
         self._queues.clear()
-
-
-def breakers_file(queue: Queue) -> bytes:
-    """`.loki/state/circuit-breakers.json`, in the reference's shape."""
-    listing = queue.breakers.snapshot()
-    keep = ("state", "failures", "lastFailure", "openedAt", "halfOpenAt")
-    body = {"circuitBreakers": {t: {k: v[k] for k in keep} for t, v in listing.items()}}
-    return msgspec.json.encode(body)
+        self._projects.clear()

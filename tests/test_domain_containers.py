@@ -5,8 +5,8 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lokid.domain import prune as rules
-from lokid.domain.prune import ContainerRecord, ImageRecord
+from lokid.domain import containers as rules
+from lokid.domain.containers import ContainerRecord, ImageRecord
 
 REPO = "asklokesh/loki-mode"
 

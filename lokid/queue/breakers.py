@@ -1,134 +1,30 @@
-"""The circuit breakers of one project's task types: config, state, events.
+"""The circuit breakers of one project's task types: state and transitions, in the store.
 
-The state machine is `lokid.domain.breaker`; this module loads
-`.loki/config/circuit-breakers.yaml`, keeps one `Breaker` per type in the
-queue's database, and reports transitions. It runs inside the queue's
-transactions, so a claim and the probe it reserves commit together.
+The state machine is `lokid.domain.breaker`; this keeps one `Breaker` per type in the
+queue's database, and reports transitions. It runs inside the queue's transactions (the
+unit of work), so a claim and the probe it reserves commit together.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
-from typing import Annotated, Any
-
-import msgspec
-import yaml
+from typing import Any
 
 from lokid.domain import breaker as rules
-from lokid.domain.breaker import Admission, Breaker, BreakerConfig
+from lokid.domain.breaker import Admission, Breaker
+from lokid.queue.breaker_config import BreakerConfigs
+from lokid.queue.unit import UnitOfWork
 from lokid.store.base import BreakerRow, QueueStore
+from lokid.wire.breakers import BreakerState
+from lokid.wire.events import BREAKER_EVENTS
 from lokid.wire.queue import Blocked
 from lokid.wire.times import iso_or_none
 
-CONFIG_PATH = Path("config") / "circuit-breakers.yaml"  # under .loki/
-
-Emit = Callable[[str, dict[str, Any]], None]
-Touch = Callable[..., None]
-
-
-class BreakerSettings(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    failure_threshold: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-    cooldown_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    half_open_after: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    half_open_requests: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
-
-    def over(self, base: BreakerConfig) -> BreakerConfig:
-        given = {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
-        return replace(base, **given)
-
-
-class BreakersFile(msgspec.Struct, forbid_unknown_fields=True):
-    defaults: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
-    overrides: dict[str, BreakerSettings] = msgspec.field(default_factory=dict)
-
-
-class ConfigError(Exception):
-    """The YAML file was rejected; the message names the key and line."""
-
-
-class BreakerConfigs:
-    """Effective settings per task type: built-in defaults, file defaults, overrides."""
-
-    def __init__(self, parsed: BreakersFile | None = None) -> None:
-        parsed = parsed or BreakersFile()
-        self.defaults = parsed.defaults.over(BreakerConfig())
-        self.overrides = {t: s.over(self.defaults) for t, s in parsed.overrides.items()}
-
-    def for_type(self, task_type: str) -> BreakerConfig:
-        return self.overrides.get(task_type, self.defaults)
-
-
-def parse_config(text: str, source: str = "circuit-breakers.yaml") -> BreakerConfigs:
-    try:
-        if not text.strip():
-            return BreakerConfigs()
-        return BreakerConfigs(msgspec.yaml.decode(text, type=BreakersFile))
-    except msgspec.ValidationError as exc:
-        found = _locate(text, str(exc))
-        where = f" line {found[0]}, key {'.'.join(found[1])}" if found else ""
-        detail = str(exc).split(" - at `")[0]
-        raise ConfigError(f"{source}{where}: {detail}") from None
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-
-
-def load_config(path: Path) -> BreakerConfigs:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return BreakerConfigs()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return parse_config(text, str(path))
-
-
-def _locate(text: str, message: str) -> tuple[int, list[str]] | None:
-    """Line and key path of what a msgspec error points at.
-
-    msgspec names struct fields (`$.defaults.failureThreshold`) but hides dict
-    keys (`$.overrides[...].failureThreshold`), so `[...]` matches any key.
-    """
-    at = re.search(r"at `\$([^`]*)`", message)
-    steps = re.findall(r"\.([^.\[]+)|(\[\.\.\.\])", at.group(1)) if at else []
-    keys = [name or "*" for name, _ in steps]
-    unknown = re.search(r"unknown field `([^`]+)`", message)
-    if unknown:
-        keys.append(unknown.group(1))
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    return _find(root, keys, [])
-
-
-def _find(node: Any, keys: list[str], path: list[str]) -> tuple[int, list[str]] | None:
-    if not keys or not isinstance(node, yaml.MappingNode):
-        return None
-    want, rest = keys[0], keys[1:]
-    for key_node, value_node in node.value:
-        if want not in ("*", key_node.value):
-            continue
-        here = [*path, str(key_node.value)]
-        if not rest:
-            return key_node.start_mark.line + 1, here
-        found = _find(value_node, rest, here)
-        if found:
-            return found
-    return None
-
 
 class Breakers:
-    def __init__(self, store: QueueStore, emit: Emit, touch: Touch, config: BreakerConfigs):
+    def __init__(self, store: QueueStore, unit: UnitOfWork, config: BreakerConfigs) -> None:
         self._store = store
-        self._emit = emit
-        self._touch = touch
+        self._unit = unit
         self.config = config
         self._by_type: dict[str, Breaker] = {}
         # Copy-on-write undo for the open transaction: a rollback (a failed commit, a full
@@ -146,6 +42,7 @@ class Breakers:
             )
         for task_type, probes in store.probes_in_flight():
             self._get(task_type).probes = probes
+        unit.undoable.append(self)
 
     def _get(self, task_type: str) -> Breaker:
         b = self._by_type.get(task_type)
@@ -159,6 +56,8 @@ class Breakers:
             before = self._by_type.get(task_type)
             self._undo[task_type] = None if before is None else replace(before)
         return self._get(task_type)
+
+    # -- the unit of work's undo ---------------------------------------------------------
 
     def begin(self) -> None:
         if self._undo is None:
@@ -175,9 +74,7 @@ class Breakers:
                 self._by_type[task_type] = before
         self._undo = None
 
-    def _apply(
-        self, task_type: str, b: Breaker, topics: list[str], changed: bool = False, **data: Any
-    ) -> None:
+    def _apply(self, task_type: str, b: Breaker, topics: list[str], changed: bool = False) -> None:
         """Store the breaker if anything changed, and announce its transitions."""
         if not topics and not changed:
             return
@@ -187,9 +84,9 @@ class Breakers:
                 b.half_open_at, b.forced, b.reason,
             )
         )  # fmt: skip
-        self._touch("breakers")
+        self._unit.touch("breakers")
         for topic in topics:
-            self._emit(topic, {"type": task_type, **self.view(task_type, b), **data})
+            self._unit.emit(BREAKER_EVENTS[topic](type=task_type, **self._fields(task_type, b)))
 
     # -- what the queue asks -----------------------------------------------------------
 
@@ -234,14 +131,14 @@ class Breakers:
 
     # -- manual control and reading ----------------------------------------------------
 
-    def reset(self, task_type: str) -> dict[str, Any]:
+    def reset(self, task_type: str) -> BreakerState:
         b = self._mutable(task_type)
         self._apply(task_type, b, rules.reset(b))
         return self.view(task_type, b)
 
-    def trip(self, task_type: str, now: float, reason: str) -> dict[str, Any]:
+    def trip(self, task_type: str, now: float, reason: str) -> BreakerState:
         b = self._mutable(task_type)
-        self._apply(task_type, b, rules.trip(b, now, reason), reason=reason)
+        self._apply(task_type, b, rules.trip(b, now, reason))
         return self.view(task_type, b)
 
     def tick(self, now: float) -> None:
@@ -260,17 +157,19 @@ class Breakers:
         ]
         return min(times, default=None)
 
-    def listing(self, now: float) -> dict[str, dict[str, Any]]:
+    def listing(self, now: float) -> dict[str, BreakerState]:
         """Every known breaker, brought up to `now` (call inside a transaction)."""
         self.tick(now)
         return self.snapshot()
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
+    def snapshot(self) -> dict[str, BreakerState]:
         return {t: self.view(t, b) for t, b in sorted(self._by_type.items())}
 
-    def view(self, task_type: str, b: Breaker | None = None) -> dict[str, Any]:
+    def view(self, task_type: str, b: Breaker | None = None) -> BreakerState:
         """The state file's fields, as Loki Mode's reference names them."""
-        b = b or self._get(task_type)
+        return BreakerState(**self._fields(task_type, b or self._get(task_type)))
+
+    def _fields(self, task_type: str, b: Breaker) -> dict[str, Any]:
         cfg = self.config.for_type(task_type)
         half_open_at = b.half_open_at
         if b.state == "open" and not b.forced and b.opened_at is not None:
@@ -278,9 +177,9 @@ class Breakers:
         return {
             "state": b.state,
             "failures": b.failures,
-            "lastFailure": iso_or_none(b.last_failure),
-            "openedAt": iso_or_none(b.opened_at),
-            "halfOpenAt": iso_or_none(half_open_at),
+            "last_failure": iso_or_none(b.last_failure),
+            "opened_at": iso_or_none(b.opened_at),
+            "half_open_at": iso_or_none(half_open_at),
             "forced": b.forced,
             "reason": b.reason,
         }

@@ -1,40 +1,44 @@
-"""One project's task queue: the domain rules applied to the store, with events.
+"""One project's task queue: the domain's rules applied to the store, with events.
 
 Every operation is one SQLite transaction on the trio thread (they take tens
 of microseconds), so operations are atomic with respect to each other: two
 agents can never hold the same task. Events are published only after the
-transaction commits, and a reply is sent only after that, so whatever a
-client was told has happened is on disk.
+transaction commits (see unit.py), and a reply is sent only after that, so
+whatever a client was told has happened is on disk.
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import msgspec
 
-from lokid.breakers import BreakerConfigs, Breakers
-from lokid.domain.queue import (
-    decide_failure,
-    idempotency_key,
-    normalize_priority,
-)
+from lokid.domain import queue as rules
+from lokid.domain.queue import decide_failure, idempotency_key
 from lokid.errors import Conflict, InvalidParams, NotFound
+from lokid.queue.breaker_config import BreakerConfigs
+from lokid.queue.breakers import Breakers
+from lokid.queue.loki_tasks import (
+    decode_task,
+    encode_extras,
+    from_loki,
+    parse_new_task,
+    priority,
+    task_doc,
+    wire_task,
+)
+from lokid.queue.unit import Changed, Publish, UnitOfWork
 from lokid.store.base import QueueStore, TaskRow
+from lokid.wire import events as ev
 from lokid.wire.queue import (
-    NEW_TASK_FIELDS,
     STATES,
-    TASK_FIELDS,
     Blocked,
     ClaimResult,
     Enqueued,
-    NewTask,
     Stats,
     Task,
     TaskResult,
@@ -42,26 +46,11 @@ from lokid.wire.queue import (
 )
 from lokid.wire.times import iso, parse_iso
 
-Publish = Callable[[str, dict[str, Any]], None]
-Changed = Callable[[Iterable[str]], None]
 
-LIVE_STATES = frozenset({"pending", "in-progress", "completed"})  # where a key is taken
-
-_encode = msgspec.json.Encoder().encode
-_decode_task = msgspec.json.Decoder(Task).decode
-# Keys of Loki Mode's own task files that describe state lokid owns; not kept as extras.
-_OWNED_EXTRAS = frozenset({"status"})
-
-
-def task_doc(task: Task) -> bytes:
-    return _encode(task)
-
-
-def wire_task(task: Task, extra: bytes | None) -> Any:
-    """A task as clients see it: the Task, plus any extra fields Loki Mode's files gave it."""
-    if not extra:
-        return task
-    return {**msgspec.json.decode(extra), **msgspec.to_builtins(task)}
+class Claim(NamedTuple):
+    agent: str
+    capabilities: list[str]
+    lease: float | None = None
 
 
 class Queue:
@@ -78,59 +67,17 @@ class Queue:
     ) -> None:
         self.project = project
         self.store = store
-        self._events: list[tuple[str, dict[str, Any]]] = []
-        self._dirty: set[str] = set()
-        # Leases and counts are kept here, not indexed in the database (each index costs
-        # every claim a page). Changes wait in `_delta` until their transaction commits.
-        self._leases: dict[str, float] = dict(store.leases())
-        self._counts: Counter[tuple[str, str]] = Counter(
-            {(state, task_type): n for state, task_type, n in store.counts()}
-        )
+        self._unit = UnitOfWork(store, publish, changed, lease_set or (lambda until: None))
         # Ids some task depends on: most completions release nobody and skip the update.
         # A superset is harmless (it only costs that update), so it never shrinks.
         self._depended_on: set[str] = store.depended_on()
-        self._delta_counts: Counter[tuple[str, str]] = Counter()
-        self._delta_leases: dict[str, float | None] = {}
-        self.breakers = Breakers(store, self._emit, self._touch, breaker_config)
-        self._publish = publish
-        self._changed = changed
+        self.breakers = Breakers(store, self._unit, breaker_config)
         self.clock = clock
         self.rng = rng or random.Random()
-        self._lease_set = lease_set or (lambda until: None)
 
-    # -- plumbing ----------------------------------------------------------------------
-
-    def _emit(self, topic: str, data: dict[str, Any]) -> None:
-        self._events.append((topic, data))
-
-    def _touch(self, *states: str) -> None:
-        self._dirty.update(states)
-
-    def _commit_effects(self) -> None:
-        """After a commit: apply the in-memory changes, tell subscribers and the view writer."""
-        self.breakers.commit()
-        self._counts.update(self._delta_counts)
-        self._delta_counts.clear()
-        soonest = None
-        for task_id, until in self._delta_leases.items():
-            if until is None:
-                self._leases.pop(task_id, None)
-            else:
-                self._leases[task_id] = until
-                soonest = until if soonest is None else min(soonest, until)
-        self._delta_leases.clear()
-        if soonest is not None:
-            self._lease_set(soonest)
-        events, self._events = self._events, []
-        dirty, self._dirty = self._dirty, set()
-        for topic, data in events:
-            self._publish(topic, data)
-        if dirty:
-            self._changed(dirty)
-
-    def transaction(self) -> _Transaction:
+    def transaction(self):
         """The store's transaction, with this queue's events and view updates after commit."""
-        return _Transaction(self)
+        return self._unit()
 
     def _row(self, task_id: str) -> TaskRow:
         row = self.store.get(task_id)
@@ -138,25 +85,19 @@ class Queue:
             raise NotFound(f"no task {task_id!r} in {self.project}")
         return row
 
-    def _rollback_effects(self) -> None:
-        self.breakers.rollback()
-        self._events.clear()
-        self._dirty.clear()
-        self._delta_counts.clear()
-        self._delta_leases.clear()
-
     def _save(self, row: TaskRow, task: Task, state: str) -> None:
         """Store a task's new state, with everything that follows from the move."""
-        self._touch(row.state, state)
+        unit = self._unit
+        unit.touch(row.state, state)
         if row.state != state:
-            self._delta_counts[(row.state, row.type)] -= 1
-            self._delta_counts[(state, row.type)] += 1
-            was_live, live = row.state in LIVE_STATES, state in LIVE_STATES
-            if was_live and not live:
+            unit.count(row.state, row.type, -1)
+            unit.count(state, row.type, +1)
+            change = rules.key_change(row.state, state)
+            if change == "release":
                 self.store.release_key(task.idempotency_key, row.id)
-            elif live and not was_live:
+            elif change == "hold":
                 self.store.hold_key(task.idempotency_key, row.id)
-        self._delta_leases[row.id] = row.lease_until if state == "in-progress" else None
+        unit.lease(row.id, row.lease_until if state == "in-progress" else None)
         row.state = state
         row.doc = task_doc(task)
         self.store.update(row)
@@ -174,11 +115,11 @@ class Queue:
             return [self._add(raw, now, f"tasks[{i}]") for i, raw in enumerate(raws)]
 
     def _add(self, raw: dict[str, Any], now: float, where: str) -> Enqueued:
-        new, extras = _parse_new_task(raw, where)
+        new, extras = parse_new_task(raw, where)
         try:
             key = idempotency_key(new.payload)
         except ValueError as exc:
-            raise InvalidParams(f"{where}: payload is not JSON: {exc}") from None
+            raise InvalidParams(f"{where}: payload is not JSON: {exc}") from exc
         key = new.idempotency_key or key
         existing = self.store.live_id_for_key(key)
         if existing is not None:
@@ -195,7 +136,7 @@ class Queue:
             id=task_id,
             idempotency_key=key,
             type=new.type,
-            priority=_priority(new.priority, where),
+            priority=priority(new.priority, where),
             dependencies=deps,
             payload=new.payload,
             created_at=iso(now),
@@ -216,13 +157,13 @@ class Queue:
             rate_limits=0,
             probe=False,
             doc=task_doc(task),
-            extra=_encode(extras) if extras else None,
+            extra=encode_extras(extras),
         )
         self.store.insert(row, deps, key, task.created_at)
         self._depended_on.update(deps)
-        self._delta_counts[("pending", task.type)] += 1
-        self._touch("pending")
-        self._emit("queue.enqueued", {"id": task_id, "type": task.type, "priority": task.priority})
+        self._unit.count("pending", task.type, +1)
+        self._unit.touch("pending")
+        self._unit.emit(ev.QueueEnqueued(id=task_id, type=task.type, priority=task.priority))
         return Enqueued(task_id, False)
 
     # -- claim and leases --------------------------------------------------------------
@@ -246,7 +187,7 @@ class Queue:
         if best is None:
             return ClaimResult(task=None, blocked=blocked or None)
         best_probe = allowed[best.type]
-        task = _decode_task(best.doc)
+        task = decode_task(best.doc)
         task.claimed_by = claim.agent
         task.claimed_at = iso(now)
         best.claimed_by = claim.agent
@@ -255,43 +196,41 @@ class Queue:
         if best_probe:
             self.breakers.probe_claimed(task.type, now)
         self._save(best, task, "in-progress")
-        self._emit("queue.claimed", {"id": task.id, "type": task.type, "agent": claim.agent})
+        self._unit.emit(ev.QueueClaimed(id=task.id, type=task.type, agent=claim.agent))
         return ClaimResult(task=wire_task(task, best.extra))
 
     def heartbeat(self, task_id: str, agent: str, lease: float | None) -> float:
         now = self.clock()
         with self.transaction():
             row = self._held(task_id, agent)
-            task = _decode_task(row.doc)
+            task = decode_task(row.doc)
             row.lease_until = now + (lease or task.timeout)
             self.store.update(row)
-            self._delta_leases[row.id] = row.lease_until
+            self._unit.lease(row.id, row.lease_until)
         return row.lease_until
 
     def _held(self, task_id: str, agent: str) -> TaskRow:
         row = self._row(task_id)
-        if row.state != "in-progress":
-            raise Conflict(f"task {task_id} is {row.state}, not in progress")
-        if row.claimed_by != agent:
-            raise Conflict(f"task {task_id} is held by {row.claimed_by!r}, not {agent!r}")
+        rules.check_held(task_id, row.state, row.claimed_by, agent)
         return row
 
     def expire_leases(self) -> int:
         """Each lease that ran out is a failed attempt (`lease expired`)."""
         now = self.clock()
-        due = sorted((until, task_id) for task_id, until in self._leases.items() if until <= now)
+        due = sorted(
+            (until, task_id) for task_id, until in self._unit.leases.items() if until <= now
+        )
         with self.transaction():
             rows = [row for _, task_id in due if (row := self.store.get(task_id)) is not None]
             for row in rows:
-                self._emit(
-                    "queue.lease-expired",
-                    {"id": row.id, "type": row.type, "agent": row.claimed_by},
+                self._unit.emit(
+                    ev.QueueLeaseExpired(id=row.id, type=row.type, agent=row.claimed_by)
                 )
                 self._fail_row(row, "lease expired", None, now)
         return len(rows)
 
     def next_lease_deadline(self) -> float | None:
-        return min(self._leases.values(), default=None)
+        return min(self._unit.leases.values(), default=None)
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -300,16 +239,15 @@ class Queue:
     ) -> TaskState:
         """Complete a held task; with `then`, claim the agent's next one in the same
         transaction (one commit and one round trip for a worker's whole cycle)."""
-        if "decisionReport" not in result or result["decisionReport"] in (None, "", {}):
-            raise InvalidParams("result.decisionReport is required; the task stays claimed")
+        rules.check_decision_report(result)
         try:
             outcome = msgspec.convert(result, TaskResult)
         except msgspec.ValidationError as exc:
-            raise InvalidParams(f"result: {exc}") from None
+            raise InvalidParams(f"result: {exc}") from exc
         now = self.clock()
         with self.transaction():
             row = self._held(task_id, agent)
-            task = _decode_task(row.doc)
+            task = decode_task(row.doc)
             task.completed_at = iso(now)
             task.result = outcome
             row.lease_until = None
@@ -319,7 +257,7 @@ class Queue:
             self._save(row, task, "completed")
             if task_id in self._depended_on:
                 self.store.release_dependents(task_id)
-            self._emit("queue.completed", {"id": task_id, "type": task.type, "agent": agent})
+            self._unit.emit(ev.QueueCompleted(id=task_id, type=task.type, agent=agent))
             claimed = None if then is None else self._claim(then, now)
         return TaskState(wire_task(task, row.extra), "completed", claimed)
 
@@ -340,7 +278,7 @@ class Queue:
         return TaskState(wire_task(task, row.extra), row.state, claimed)  # type: ignore[arg-type]
 
     def _fail_row(self, row: TaskRow, error: str, retry_after: float | None, now: float) -> Task:
-        task = _decode_task(row.doc)
+        task = decode_task(row.doc)
         outcome = decide_failure(
             retries=task.retries,
             max_retries=task.max_retries,
@@ -365,29 +303,33 @@ class Queue:
         if outcome.kind == "dead-letter":
             task.available_at = None
             self._save(row, task, "dead-letter")
-            self._emit(
-                "queue.dead-lettered",
-                {"id": task.id, "type": task.type, "retries": task.retries, "error": error},
+            self._unit.emit(
+                ev.QueueDeadLettered(id=task.id, type=task.type, retries=task.retries, error=error)
             )
             return task
         row.available_at = now + outcome.delay
         task.available_at = iso(row.available_at)
         self._save(row, task, "pending")
-        data = {"id": task.id, "type": task.type, "retries": task.retries}
-        data |= {"availableAt": task.available_at, "error": error}
-        if outcome.kind == "rate-limited":
-            self._emit("queue.retrying", data | {"rateLimited": True})
-            self._emit("queue.slowdown", {"type": task.type, "wait": outcome.delay / 2})
-        else:
-            self._emit("queue.retrying", data)
+        rate_limited = outcome.kind == "rate-limited"
+        self._unit.emit(
+            ev.QueueRetrying(
+                id=task.id,
+                type=task.type,
+                retries=task.retries,
+                available_at=task.available_at,
+                error=error,
+                rate_limited=rate_limited,
+            )
+        )
+        if rate_limited:
+            self._unit.emit(ev.QueueSlowdown(type=task.type, wait=outcome.delay / 2))
         return task
 
     def cancel(self, task_id: str, reason: str) -> list[str]:
         now = self.clock()
         with self.transaction():
             row = self._row(task_id)
-            if row.state not in ("pending", "in-progress"):
-                raise Conflict(f"task {task_id} is {row.state}; only pending or in-progress tasks")
+            rules.check_cancellable(task_id, row.state)
             cancelled: list[str] = []
             self._cancel_tree(row, reason, now, cancelled)
         return cancelled
@@ -397,7 +339,7 @@ class Queue:
         todo = [(root, reason)]
         while todo:
             row, why = todo.pop(0)
-            task = _decode_task(row.doc)
+            task = decode_task(row.doc)
             task.cancelled_at = iso(now)
             task.cancel_reason = why
             if row.probe:
@@ -406,16 +348,18 @@ class Queue:
             row.probe = False
             self._save(row, task, "cancelled")
             out.append(task.id)
-            self._emit("queue.cancelled", {"id": task.id, "type": task.type, "reason": why})
-            for child in self.store.dependents(task.id):
-                if child.state in ("pending", "in-progress"):
-                    todo.append((child, f"Parent {task.id} cancelled"))
+            self._unit.emit(ev.QueueCancelled(id=task.id, type=task.type, reason=why))
+            todo += [
+                (child, rules.cascade_reason(task.id))
+                for child in self.store.dependents(task.id)
+                if rules.cascades_to(child.state)
+            ]
 
     # -- reading -----------------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskState:
         row = self._row(task_id)
-        return TaskState(wire_task(_decode_task(row.doc), row.extra), row.state)  # type: ignore[arg-type]
+        return TaskState(wire_task(decode_task(row.doc), row.extra), row.state)  # type: ignore[arg-type]
 
     def page(self, state: str | None, task_type: str | None, limit: int, cursor: str | None):
         try:
@@ -426,12 +370,12 @@ class Queue:
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = str(rows[-1].seq) if more and rows else None
-        return [wire_task(_decode_task(r.doc), r.extra) for r in rows], next_cursor
+        return [wire_task(decode_task(r.doc), r.extra) for r in rows], next_cursor
 
     def stats(self) -> Stats:
         states = dict.fromkeys(STATES, 0)
         types: dict[str, dict[str, int]] = {}
-        for (state, task_type), count in sorted(self._counts.items()):
+        for (state, task_type), count in sorted(self._unit.counts.items()):
             if count:
                 states[state] += count
                 types.setdefault(task_type, {})[state] = count
@@ -443,37 +387,36 @@ class Queue:
 
     def dlq_list(self) -> list[Any]:
         rows = self.store.page("dead-letter", None, 0, 10_000)
-        return [wire_task(_decode_task(r.doc), r.extra) for r in rows]
+        return [wire_task(decode_task(r.doc), r.extra) for r in rows]
 
     def dlq_retry(self, task_id: str) -> Task:
         now = self.clock()
         with self.transaction():
             row = self._dead(task_id)
-            if self.store.live_id_for_key(_decode_task(row.doc).idempotency_key):
+            task = decode_task(row.doc)
+            if self.store.live_id_for_key(task.idempotency_key):
                 raise Conflict(f"task {task_id}'s idempotency key is live again in another task")
-            task = _decode_task(row.doc)
             task.retries = 0
             task.available_at = None
             row.available_at = now
             row.rate_limits = 0
             self._save(row, task, "pending")
-            self._emit("queue.requeued", {"id": task_id, "type": task.type})
+            self._unit.emit(ev.QueueRequeued(id=task_id, type=task.type))
         return task
 
     def dlq_delete(self, task_id: str) -> Task:
         with self.transaction():
             row = self._dead(task_id)
-            task = _decode_task(row.doc)
+            task = decode_task(row.doc)
             self.store.delete(task_id)
-            self._delta_counts[("dead-letter", row.type)] -= 1
-            self._touch("dead-letter")
-            self._emit("queue.deleted", {"id": task_id, "type": task.type})
+            self._unit.count("dead-letter", row.type, -1)
+            self._unit.touch("dead-letter")
+            self._unit.emit(ev.QueueDeleted(id=task_id, type=task.type))
         return task
 
     def _dead(self, task_id: str) -> TaskRow:
         row = self._row(task_id)
-        if row.state != "dead-letter":
-            raise Conflict(f"task {task_id} is {row.state}, not in the dead-letter queue")
+        rules.check_dead(task_id, row.state)
         return row
 
     # -- import ------------------------------------------------------------------------
@@ -498,7 +441,7 @@ class Queue:
                     skipped += 1
                     continue
                 try:
-                    result = self._add(_from_loki(entry, known), now, f"entry {index}")
+                    result = self._add(from_loki(entry, known), now, f"entry {index}")
                 except (InvalidParams, Conflict) as exc:
                     problems.append(exc.message)
                     continue
@@ -510,76 +453,4 @@ class Queue:
         return imported, skipped, problems
 
     def idle(self) -> bool:
-        return not self._leases
-
-
-class Claim(NamedTuple):
-    agent: str
-    capabilities: list[str]
-    lease: float | None = None
-
-
-class _Transaction:
-    """The store's transaction, then the queue's events and view updates once it committed."""
-
-    def __init__(self, queue: Queue) -> None:
-        self._queue = queue
-        self._cm = queue.store.transaction()
-
-    def __enter__(self) -> None:
-        self._cm.__enter__()
-        self._queue.breakers.begin()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        try:
-            self._cm.__exit__(*exc_info)
-        except BaseException:
-            self._queue._rollback_effects()
-            raise
-        if exc_info[0] is None:
-            self._queue._commit_effects()
-        else:
-            self._queue._rollback_effects()
-
-
-def _priority(value: int | str, where: str) -> int:
-    try:
-        return normalize_priority(value)
-    except ValueError as exc:
-        raise InvalidParams(f"{where}: {exc}") from None
-
-
-def _parse_new_task(raw: dict[str, Any], where: str) -> tuple[NewTask, dict[str, Any]]:
-    try:
-        new = msgspec.convert(raw, NewTask)
-    except msgspec.ValidationError as exc:
-        raise InvalidParams(f"{where}: {exc}") from None
-    extras = {
-        k: v
-        for k, v in raw.items()
-        if k not in NEW_TASK_FIELDS and k not in TASK_FIELDS and k not in _OWNED_EXTRAS
-    }
-    return new, extras
-
-
-def _from_loki(entry: dict[str, Any], known: dict[str, str]) -> dict[str, Any]:
-    """A task as Loki Mode's tools write it, made acceptable to `_add`.
-
-    Missing type becomes `general`; string priorities are mapped; dependencies on
-    tasks lokid has never seen are dropped (an import must not lose the task).
-    """
-    task = dict(entry)
-    with contextlib.suppress(ValueError):  # a bad one is left for `_add` to report
-        task["priority"] = normalize_priority(entry.get("priority"))
-    task.setdefault("type", "general")
-    if not isinstance(task.get("type"), str) or not task["type"]:
-        task["type"] = "general"
-    if not isinstance(task.get("payload"), dict):
-        task["payload"] = {k: v for k, v in entry.items() if k in ("title", "description")}
-    deps = task.get("dependencies")
-    task["dependencies"] = [d for d in deps if d in known] if isinstance(deps, list) else []
-    if not isinstance(task.get("idempotencyKey"), str) and isinstance(entry.get("id"), str):
-        # The id is what makes an import idempotent; two Loki tasks with equal
-        # payloads but different ids are different tasks.
-        task["idempotencyKey"] = idempotency_key({"id": entry["id"], **task["payload"]})
-    return task
+        return not self._unit.leases
