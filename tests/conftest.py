@@ -1,7 +1,10 @@
+import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from dockerenv import DockerEnv, engine_answers
 
 from support import Lokid, short_tmpdir
 
@@ -19,6 +22,42 @@ def lokid(tmp_short) -> Iterator[Lokid]:
     daemon = Lokid(tmp_short).start()
     yield daemon
     daemon.kill()
+
+
+@pytest.fixture
+def project(tmp_short) -> Path:
+    """A project folder with its `.loki/` (as Loki Mode or `lokictl init` leaves it)."""
+    path = tmp_short / "proj"
+    (path / ".loki").mkdir(parents=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def docker_env() -> Iterator[DockerEnv]:
+    """One engine and registry for the whole session, torn down at its end."""
+    if os.geteuid() != 0 and not engine_answers(
+        os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    ):
+        pytest.skip("no Docker engine answers, and starting one needs root")
+    env = DockerEnv()
+    try:
+        env.start()
+    except BaseException:
+        env.close()
+        raise
+    yield env
+    env.close()
+
+
+@pytest.fixture
+def engine(docker_env: DockerEnv) -> Iterator[DockerEnv]:
+    """The session's engine, emptied of test containers and images before each test."""
+    if docker_env.own_engine and (
+        docker_env.dockerd is None or docker_env.dockerd.poll() is not None
+    ):
+        docker_env.start_engine()
+    docker_env.reset()
+    yield docker_env
 
 
 @pytest.hookimpl(wrapper=True)

@@ -25,12 +25,14 @@ import tarfile
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
 import pytest
+
+from support import Lokid, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = "asklokesh/loki-mode"
@@ -342,29 +344,66 @@ def _ensure_packages() -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def docker_env() -> Iterator[DockerEnv]:
-    """One engine and registry for the whole session, torn down at its end."""
-    if os.geteuid() != 0 and not engine_answers(
-        os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    ):
-        pytest.skip("no Docker engine answers, and starting one needs root")
-    env = DockerEnv()
-    try:
-        env.start()
-    except BaseException:
-        env.close()
-        raise
-    yield env
-    env.close()
+# -- a lokid on this engine, and what the container tests share ----------------------------
+
+SECRET = "sk-ant-test-SECRET-0123456789"
+GH_SECRET = "ghp_test_SECRET_abcdefghij"
 
 
-@pytest.fixture
-def engine(docker_env: DockerEnv) -> Iterator[DockerEnv]:
-    """The session's engine, emptied of test containers and images before each test."""
-    if docker_env.own_engine and (
-        docker_env.dockerd is None or docker_env.dockerd.poll() is not None
-    ):
-        docker_env.start_engine()
-    docker_env.reset()
-    yield docker_env
+def spawn(engine: DockerEnv, root: Path, **env: str) -> Lokid:
+    home = root / "home"
+    home.mkdir(exist_ok=True)
+    base = {
+        "DOCKER_HOST": engine.host,
+        "HOME": str(home),
+        "LOKI_DOCKER_IMAGE": engine.image,
+        "LOKI_DOCKER_PRUNE": "1",
+        "LOKID_STOP_GRACE": "5",
+        "ANTHROPIC_API_KEY": SECRET,
+    }
+    return Lokid(root, env={**base, **env}).start()
+
+
+def project(root: Path, name: str) -> str:
+    """A fresh project folder (no `.loki/` yet: a run creates it)."""
+    path = root / name
+    path.mkdir()
+    return str(path)
+
+
+class Events:
+    """A subscribed connection that keeps every event it reads."""
+
+    def __init__(self, lokid: Lokid, topics: tuple[str, ...] = ("*",)) -> None:
+        self.client = lokid.client()
+        self.client.call("subscribe", {"topics": list(topics)})
+        self.seen: list[dict[str, Any]] = []
+
+    def wait(self, topic: str, project: str | None = None, timeout: float = 30) -> dict:
+        def match() -> dict | None:
+            for event in self.seen:
+                if event["topic"] == topic and (project is None or event["project"] == project):
+                    return event
+            self._read(0.05)
+            return None
+
+        return wait_until(match, timeout, f"event {topic}")
+
+    def _read(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            self.seen.append(self.client.next_event(timeout=timeout))
+
+    def drain(self) -> list[dict[str, Any]]:
+        self._read(0.2)
+        while True:
+            before = len(self.seen)
+            self._read(0.05)
+            if len(self.seen) == before:
+                return self.seen
+
+    def topics(self) -> list[str]:
+        return [e["topic"] for e in self.seen]
+
+
+def start(lokid: Lokid, path: str, **params: Any) -> dict[str, Any]:
+    return lokid.call("run.start", {"project": path, **params})

@@ -129,6 +129,11 @@ class Lokid:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def call(lokid: Lokid, method: str, project: Any, **params: Any) -> Any:
+    """One request about `project` (a path), as a client on its own connection."""
+    return lokid.call(method, {"project": str(project), **params})
+
+
 def lokictl(lokid: Lokid, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the real `lokictl` against `lokid`, as a user would from `cwd`."""
     env = {**os.environ, "LOKID_SOCKET": str(lokid.socket), "PWD": str(cwd)}

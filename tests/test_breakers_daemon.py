@@ -7,24 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from support import Lokid, run_threads, wait_until
+from support import Lokid, call, run_threads, wait_until
 
 REPORT = {"decisionReport": {"why": "ok"}}
 
 
 @pytest.fixture
-def project(tmp_short) -> Path:
-    path = tmp_short / "proj"
-    (path / ".loki" / "config").mkdir(parents=True)
-    return path
+def project(project: Path) -> Path:
+    (project / ".loki" / "config").mkdir()
+    return project
 
 
 def write_config(project: Path, text: str) -> None:
     (project / ".loki" / "config" / "circuit-breakers.yaml").write_text(text)
-
-
-def call(lokid, method, project, **params):
-    return lokid.call(method, {"project": str(project), **params})
 
 
 def fail_once(lokid, project, task_type: str) -> None:

@@ -12,20 +12,9 @@ from pathlib import Path
 import pytest
 
 from lokictl import DaemonError
-from support import Lokid, lokictl, run_threads, wait_until
+from support import Lokid, call, lokictl, run_threads, wait_until
 
 REPORT = {"decisionReport": {"why": "done"}}
-
-
-@pytest.fixture
-def project(tmp_short) -> Path:
-    path = tmp_short / "proj"
-    path.mkdir()
-    return path
-
-
-def call(lokid, method, project, **params):
-    return lokid.call(method, {"project": str(project), **params})
 
 
 def view(project: Path, state: str) -> list:

@@ -17,13 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dockerenv import docker_env, engine
-from test_runs import spawn
+from dockerenv import spawn
 
 from lokictl import DaemonError
 from support import Lokid, wait_until
-
-__all__ = ["docker_env", "engine"]  # session fixtures used here
 
 SECRET = "sk-ant-reliability-SECRET-9876543210"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root")
@@ -70,13 +67,6 @@ def read_only(folder: Path) -> Iterator[None]:
     with mounted("--bind", str(folder), str(folder)):
         subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True)
         yield
-
-
-@pytest.fixture
-def project(tmp_short: Path) -> Path:
-    path = tmp_short / "proj"
-    (path / ".loki").mkdir(parents=True)
-    return path
 
 
 @pytest.fixture

@@ -279,12 +279,12 @@ def wait_views(project: str, tasks: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def project(tmp_short) -> str:
+def project(project) -> str:
     """A project whose breakers never open: with the default threshold (5) the load's many
     failures would open `eng` after a second and leave the claimers idle for a minute."""
-    path = tmp_short / "proj"
+    path = project
     config = path / ".loki" / "config"
-    config.mkdir(parents=True)
+    config.mkdir()
     (config / "circuit-breakers.yaml").write_text("defaults: {failureThreshold: 1000000}\n")
     return str(path)
 

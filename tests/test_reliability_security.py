@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dockerenv import DockerEnv, docker_env, engine
+from dockerenv import DockerEnv
 
 from lokictl import DaemonError
 from support import Lokid, ping_as, wait_until
-
-__all__ = ["docker_env", "engine"]  # session fixtures used here
 
 SECRETS = {
     "ANTHROPIC_API_KEY": "sk-ant-sec-SECRET-5551234567",

@@ -18,35 +18,26 @@ from typing import Any
 
 import docker.errors
 import pytest
-from dockerenv import DECOY_REPOSITORY, LOOKALIKE_REPOSITORY, DockerEnv, docker_env, engine
+from dockerenv import (
+    DECOY_REPOSITORY,
+    GH_SECRET,
+    LOOKALIKE_REPOSITORY,
+    SECRET,
+    DockerEnv,
+    Events,
+    project,
+    spawn,
+    start,
+)
 
 from lokictl import Client, DaemonError
 from support import Lokid, wait_until
 
-__all__ = ["docker_env", "engine"]  # session fixtures used here
-
 pytestmark = pytest.mark.docker
-
-SECRET = "sk-ant-test-SECRET-0123456789"
-GH_SECRET = "ghp_test_SECRET_abcdefghij"
 
 
 def sha12(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()[:12]
-
-
-def spawn(engine: DockerEnv, root: Path, **env: str) -> Lokid:
-    home = root / "home"
-    home.mkdir(exist_ok=True)
-    base = {
-        "DOCKER_HOST": engine.host,
-        "HOME": str(home),
-        "LOKI_DOCKER_IMAGE": engine.image,
-        "LOKI_DOCKER_PRUNE": "1",
-        "LOKID_STOP_GRACE": "5",
-        "ANTHROPIC_API_KEY": SECRET,
-    }
-    return Lokid(root, env={**base, **env}).start()
 
 
 @pytest.fixture
@@ -54,12 +45,6 @@ def lokid(engine: DockerEnv, tmp_short: Path):
     daemon = spawn(engine, tmp_short)
     yield daemon
     daemon.kill()
-
-
-def project(root: Path, name: str) -> str:
-    path = root / name
-    path.mkdir()
-    return str(path)
 
 
 def run_json(path: str) -> Path:
@@ -87,44 +72,6 @@ def stop_file(path: str, exit_code: int | None = None) -> None:
     if exit_code is not None:
         (loki / "EXIT_CODE").write_text(str(exit_code))
     (loki / "STOP").touch()
-
-
-class Events:
-    """A subscribed connection that keeps every event it reads."""
-
-    def __init__(self, lokid: Lokid, topics: tuple[str, ...] = ("*",)) -> None:
-        self.client = lokid.client()
-        self.client.call("subscribe", {"topics": list(topics)})
-        self.seen: list[dict[str, Any]] = []
-
-    def wait(self, topic: str, project: str | None = None, timeout: float = 30) -> dict:
-        def match() -> dict | None:
-            for event in self.seen:
-                if event["topic"] == topic and (project is None or event["project"] == project):
-                    return event
-            self._read(0.05)
-            return None
-
-        return wait_until(match, timeout, f"event {topic}")
-
-    def _read(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            self.seen.append(self.client.next_event(timeout=timeout))
-
-    def drain(self) -> list[dict[str, Any]]:
-        self._read(0.2)
-        while True:
-            before = len(self.seen)
-            self._read(0.05)
-            if len(self.seen) == before:
-                return self.seen
-
-    def topics(self) -> list[str]:
-        return [e["topic"] for e in self.seen]
-
-
-def start(lokid: Lokid, path: str, **params: Any) -> dict[str, Any]:
-    return lokid.call("run.start", {"project": path, **params})
 
 
 # -- start and stop ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 
 from lokid.wire import ERROR_CODES, FrameDecoder
 from lokid.wire.daemon import Event
+from lokid.wire.events import EVENT_TYPES
 from lokid.wire.messages import Notification, Request, Response
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,3 +123,18 @@ def test_the_committed_file_is_what_the_generator_writes(tmp_path: Path) -> None
     out = tmp_path / "vectors.json"
     subprocess.run([sys.executable, str(VECTORS_DIR / "generate.py"), str(out)], check=True)
     assert out.read_text() == (VECTORS_DIR / "vectors.json").read_text()
+
+
+def test_every_event_type_has_a_vector_whose_data_is_that_type() -> None:
+    """PROTOCOL.md 5.1: the typed events and the vectors agree, key for key."""
+    by_topic = {
+        v["frames"][0]["message"][2]["topic"]: v["frames"][0]["message"][2]["data"]
+        for v in DOC["vectors"]
+        if v["name"].startswith("event data ")
+    }
+    for kind in EVENT_TYPES:
+        topic = kind.TOPIC.replace("<name>", "budget-exceeded")
+        assert topic in by_topic, f"no vector for {topic}"
+        data = by_topic[topic]
+        decoded = msgspec.convert(data, kind)
+        assert msgspec.to_builtins(decoded) == data, topic

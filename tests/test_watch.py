@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from support import Lokid, lokictl, wait_until
+from support import Lokid, call, lokictl, wait_until
 
 
 @pytest.fixture
-def project(tmp_short) -> Path:
-    path = tmp_short / "proj"
-    (path / ".loki" / "signals").mkdir(parents=True)
-    return path
+def project(project: Path) -> Path:
+    (project / ".loki" / "signals").mkdir()
+    return project
 
 
 @pytest.fixture
@@ -36,10 +35,6 @@ def next_topic(client, topic: str, timeout: float = 10, where=lambda data: True)
         event = client.next_event(timeout=max(0.1, deadline - time.monotonic()))
         if topic in (event["topic"], "*") and where(event["data"]):
             return event
-
-
-def call(lokid, method, project, **params):
-    return lokid.call(method, {"project": str(project), **params})
 
 
 def test_pause_and_resume_gate_claims(lokid, project, watched):

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from dockerenv import docker_env, engine
-from test_runs import Events, project, spawn, start
+from dockerenv import Events, project, spawn, start
 
 from support import wait_until
-
-__all__ = ["docker_env", "engine"]  # session fixtures used here
 
 pytestmark = pytest.mark.docker
 

@@ -74,6 +74,95 @@ T = "2026-11-21T05:34:24.123Z"
 HELLO = {"server": "lokid", "version": "0.1.0", "protocol": 1, "capabilities": ["hello", "ping"]}
 
 
+BREAKER = {
+    "type": "eng",
+    "state": "open",
+    "failures": 5,
+    "lastFailure": T,
+    "openedAt": T,
+    "halfOpenAt": "2026-11-21T05:35:24.123Z",
+    "forced": False,
+    "reason": None,
+}
+RUN_START = {
+    "container": "loki-0123456789ab",
+    "id": "c0ffee",
+    "image": "asklokesh/loki-mode:latest",
+    "image_id": "sha256:ab12",
+    "port": None,
+    "started_at": T,
+    "pulled": True,
+    "warnings": [],
+}
+# One example of each event's data, in PROTOCOL.md 5.1's order (a topic made at run time,
+# `signal.<name>`, is shown for one name). tests/test_vectors.py checks each against its type.
+EVENT_DATA: dict[str, Any] = {
+    "resync": {"dropped": 3, "first": 4, "last": 6},
+    "daemon.stopping": {"pid": 4100},
+    "config.reloaded": {"source": "daemon"},
+    "config.invalid": {"error": "circuit-breakers.yaml line 2, key defaults.x: unknown"},
+    "queue.enqueued": {"id": "t1", "type": "eng", "priority": 5},
+    "queue.claimed": {"id": "t1", "type": "eng", "agent": "a1"},
+    "queue.completed": {"id": "t1", "type": "eng", "agent": "a1"},
+    "queue.retrying": {
+        "id": "t1",
+        "type": "eng",
+        "retries": 0,
+        "availableAt": T,
+        "error": "429 Too Many Requests",
+        "rateLimited": True,
+    },
+    "queue.dead-lettered": {"id": "t1", "type": "eng", "retries": 3, "error": "crash"},
+    "queue.cancelled": {"id": "t2", "type": "eng", "reason": "Parent t1 cancelled"},
+    "queue.lease-expired": {"id": "t1", "type": "eng", "agent": "a1"},
+    "queue.slowdown": {"type": None, "wait": 30.0},
+    "queue.requeued": {"id": "t1", "type": "eng"},
+    "queue.deleted": {"id": "t1", "type": "eng"},
+    "queue.quarantined": {"file": "/p/.loki/queue/pending.json", "copy": "/q.json", "error": "x"},
+    "breaker.opened": BREAKER,
+    "breaker.half-open": {**BREAKER, "state": "half-open"},
+    "breaker.closed": {**BREAKER, "state": "closed", "failures": 0, "openedAt": None},
+    "breaker.reset": {**BREAKER, "state": "closed", "failures": 0, "lastFailure": None},
+    "signal.stop": {"file": "STOP"},
+    "signal.stop-done": {"stopped": ["loki-0123456789ab"]},
+    "signal.pause": {"file": "PAUSE"},
+    "signal.resume": {"file": "PAUSE_AT_CHECKPOINT"},
+    "signal.budget-exceeded": {"name": "BUDGET_EXCEEDED", "present": True, "content": None},
+    "prd.changed": {
+        "file": "generated-prd.md",
+        "source": "generated",
+        "prd_sha": "ab12",
+        "signature": None,
+        "origin_path": None,
+    },
+    "status.changed": {"mode": "autonomous", "phase": "build", "iteration": 3, "tasks": {}},
+    "project.missing": {"path": P},
+    "project.restored": {"path": P},
+    "image.pull": {
+        "image": "asklokesh/loki-mode:latest",
+        "layer": "ab12",
+        "status": "Downloading",
+        "current": 1024,
+        "total": 4096,
+    },
+    "image.pruned": {
+        "image": "asklokesh/loki-mode:latest",
+        "id": "sha256:ab12",
+        "removed": [{"id": "sha256:cd34", "tags": ["asklokesh/loki-mode:old"], "size": 10}],
+        "failed": [],
+        "kept_in_use": [],
+        "reclaimed_bytes": 10,
+        "message": "removed 1 image(s) of asklokesh/loki-mode, reclaimed 10 bytes",
+    },
+    "run.started": RUN_START,
+    "run.stopped": {"containers": ["loki-0123456789ab"]},
+    "run.exited": {"container": "loki-0123456789ab", "exitCode": 0},
+    "run.adopted": {"container": "loki-0123456789ab", "id": "c0ffee"},
+    "run.warning": {"message": "pull failed, using the local image"},
+    "run.log": {"id": 12, "container": "loki-0123456789ab", "end": True, "lines": 40},
+}
+
+
 def vectors() -> list[dict[str, Any]]:
     v: list[dict[str, Any]] = []
     # -- requests (client -> daemon) ------------------------------------------------------
@@ -271,6 +360,10 @@ def vectors() -> list[dict[str, Any]]:
             "run.logs with follow: lines to the requesting connection, no subscription",
         )
     )
+    # -- the data of every event topic (PROTOCOL.md 5.1) ------------------------------------
+    for n, (topic, data) in enumerate(EVENT_DATA.items(), start=1):
+        event = {"sub": 4, "seq": n, "topic": topic, "project": P, "time": T, "data": data}
+        v.append(one(f"event data {topic}", "event", [2, "event", event], "PROTOCOL.md 5.1"))
     # -- streams ---------------------------------------------------------------------------
     a = msg([1, 9, None, {"sub": 1}])
     b = msg([2, "event", enqueued])

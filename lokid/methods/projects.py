@@ -23,11 +23,11 @@ from lokid.wire.projects import (
     ProjectInfo,
     ProjectList,
     ProjectOne,
+    ProjectParams,
     ProjectStatus,
     Removed,
     Stopping,
 )
-from lokid.wire.queue import ProjectParams
 
 
 class ProjectApp(Protocol):

@@ -21,6 +21,7 @@ from lokid.wire.breakers import (
     ReloadResult,
     TripParams,
 )
+from lokid.wire.projects import ProjectParams
 from lokid.wire.queue import (
     Cancelled,
     CancelParams,
@@ -40,7 +41,6 @@ from lokid.wire.queue import (
     IdParams,
     ImportResult,
     ListParams,
-    ProjectParams,
     Stats,
     TaskPage,
     TaskState,

@@ -14,10 +14,10 @@ from lokid.projects import Projects
 from lokid.server.dispatch import Call, Router
 from lokid.wire.daemon import Empty, Event
 from lokid.wire.events import RunLog
+from lokid.wire.projects import ProjectParams
 from lokid.wire.runs import (
     ImageUpdateParams,
     ImageUpdateResult,
-    ProjectParams,
     RunListResult,
     RunLogsParams,
     RunLogsResult,

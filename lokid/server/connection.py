@@ -25,7 +25,7 @@ import trio
 from lokid.errors import Cancelled, InvalidRequest, LokidError, ParseError, TooLarge, wire_error
 from lokid.server.dispatch import Call, Dispatch, Method
 from lokid.server.outbox import Outbox
-from lokid.wire.daemon import CancelParams, Event
+from lokid.wire.daemon import CancelNoticeParams, Event
 from lokid.wire.framing import HEADER, FrameDecoder
 from lokid.wire.messages import (
     UNDECODABLE,
@@ -223,7 +223,7 @@ class Connection:
             log.debug("connection %d: ignoring notification %r", self.id, msg.method)
             return
         try:
-            params = msgspec.convert(msg.params, CancelParams)
+            params = msgspec.convert(msg.params, CancelNoticeParams)
         except (msgspec.ValidationError, *UNDECODABLE):
             log.debug("connection %d: malformed $/cancel ignored", self.id)
             return

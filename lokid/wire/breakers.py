@@ -4,7 +4,7 @@ from typing import Annotated
 
 import msgspec
 
-from lokid.wire.queue import ProjectParams
+from lokid.wire.projects import ProjectParams
 
 TaskType = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 

@@ -55,8 +55,8 @@ class UnsubscribeResult(msgspec.Struct):
     removed: bool
 
 
-class CancelParams(msgspec.Struct):
-    """Params of the `$/cancel` client notification."""
+class CancelNoticeParams(msgspec.Struct):
+    """Params of the `$/cancel` client notification (not `queue.cancel`'s)."""
 
     id: int
 

@@ -5,6 +5,12 @@ from typing import Any
 import msgspec
 
 
+class ProjectParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The params of every method about one project (and the base of the others')."""
+
+    project: str
+
+
 class PathParams(msgspec.Struct, forbid_unknown_fields=True):
     path: str
 

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from lokid.wire.projects import ProjectParams
+
 State = Literal["pending", "in-progress", "completed", "dead-letter", "cancelled"]
 STATES: tuple[str, ...] = State.__args__  # type: ignore[attr-defined]
 
@@ -63,10 +65,6 @@ class NewTask(msgspec.Struct, rename="camel", kw_only=True):
 
 NEW_TASK_FIELDS = frozenset(f.encode_name for f in msgspec.structs.fields(NewTask))
 TASK_FIELDS = frozenset(f.encode_name for f in msgspec.structs.fields(Task))
-
-
-class ProjectParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    project: str
 
 
 class EnqueueParams(ProjectParams, kw_only=True):

@@ -43,10 +43,6 @@ class RunStopResult(msgspec.Struct):
     removed: list[str]
 
 
-class ProjectParams(msgspec.Struct, forbid_unknown_fields=True):
-    project: str
-
-
 class RunInfo(msgspec.Struct):
     project: str | None
     container: str
@@ -61,10 +57,6 @@ class RunInfo(msgspec.Struct):
 
 class RunStatusResult(msgspec.Struct):
     run: RunInfo | None
-
-
-class RunListParams(msgspec.Struct, forbid_unknown_fields=True):
-    pass
 
 
 class RunListResult(msgspec.Struct):
