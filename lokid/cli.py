@@ -7,6 +7,7 @@ import sys
 import trio
 
 from lokid import __version__
+from lokid import mcp as mcp_command
 from lokid.daemon import Daemon
 from lokid.log import configure
 from lokid.methods import build_router, queue, runs
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         help="microseconds to poll for a client's next request before sleeping (0: off)",
     )
     _add_service_options(sub, serve)
+    mcp_command.add_parser(sub)
     return parser
 
 
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "service":
         return _service(args)
+    if args.command == "mcp":
+        return mcp_command.run(args)
     configure(args.log_level)
     try:
         settings = Settings(
