@@ -131,8 +131,16 @@ class Updates:
             dirty, self._dirty = self._dirty, set()
             for uri in sorted(dirty):
                 if uri in self.subscribed and self.session is not None:
-                    await self.session.send_resource_updated(uri)
+                    await self._notify_session(uri)
                 await self.bus.publish(ResourceUpdated(uri))
+
+    async def _notify_session(self, uri: str) -> None:
+        """A session whose client has gone stops being told; the server carries on."""
+        assert self.session is not None
+        try:
+            await self.session.send_resource_updated(uri)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self.session = None
 
     def mark(self, uris: Iterable[str]) -> None:
         """Mark resources changed (on the event loop)."""

@@ -10,6 +10,7 @@ Serving both protocol eras the SDK speaks: handshake-era clients subscribe with
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,8 +33,6 @@ from lokid.mcp.link import Link
 from lokid.mcp.project import Projects
 from lokid.mcp.tools import LEASE_GUIDE, TOOLS
 from lokid.paths import resolve_socket_path
-
-log = logging.getLogger("lokid.mcp")
 
 INSTRUCTIONS = (
     "lokid owns this project's task queue (durable, leased, with per-type circuit "
@@ -122,7 +121,7 @@ class Bridge:
         except errors.EXPECTED as exc:
             return errors.as_tool_error(exc)
         return types.CallToolResult(
-            content=[types.TextContent(text=_json(result))], structured_content=result
+            content=[types.TextContent(text=json.dumps(result))], structured_content=result
         )
 
     # -- resources -----------------------------------------------------------------------
@@ -170,12 +169,6 @@ class Bridge:
         if params.notifications.resource_subscriptions:
             self.updates.watch()
         return await self.listen(ctx, params)
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 async def _serve(settings: Settings) -> None:
