@@ -8,6 +8,7 @@ their schemas, results, error results, resources and their update notifications.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -203,6 +204,10 @@ async def test_enqueue_get_list_stats(lokid, project):
         assert missing.startswith("not_found: ")
         bad = await tool_error(session, "queue_claim", capabilities=["eng"], lease=-1)
         assert bad.startswith("invalid_params: ") and "lease" in bad
+        typo = await tool_error(session, "queue_stats", projct="x")
+        assert typo.startswith("invalid_params: ") and "projct" in typo
+        with pytest.raises(MCPError, match="unknown tool: queue_steal"):
+            await session.call_tool("queue_steal", {})
 
 
 async def test_dead_letters_breakers_and_the_project(lokid, project):
@@ -251,6 +256,14 @@ async def test_run_tools_answer_lokids_unavailable_engine(tmp_short, project):
             assert refused == "invalid_params: run_logs does not take follow"
     finally:
         daemon.kill()
+
+
+def test_lokictl_and_lokid_help_never_import_the_sdk():
+    code = (
+        "import sys, lokictl.cli, lokid.cli; lokid.cli._parser(); "
+        "assert 'mcp' not in sys.modules and 'pydantic' not in sys.modules, 'SDK imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 # -- project and daemon errors -----------------------------------------------------------------

@@ -113,8 +113,8 @@ class Bridge:
         if params.name in self.dropin.handlers:
             return await self.dropin.handle(params.name, arguments)
         spec = TOOLS.get(params.name)
-        if spec is None:
-            return errors.tool_error(f"method_not_found: no tool {params.name!r}")
+        if spec is None:  # the spec's answer to an unknown tool: a protocol error
+            raise MCPError(types.INVALID_PARAMS, f"unknown tool: {params.name}")
         try:
             method_params = spec.params_for(arguments, self.settings.projects, self.settings.agent)
             result = await self.link.call(spec.method, method_params)
