@@ -526,13 +526,15 @@ async def test_listen_streams_get_updates_and_a_restart_updates_everything(tmp_s
 
                 await until(set(watched))  # the catch-up on subscribing
                 seen.clear()
-                direct(daemon, "queue.enqueue", project, task={"type": "eng"})
+                await tool(session, "queue_enqueue", task={"type": "eng"})
                 await until({PENDING})
                 seen.clear()
                 daemon.stop()
                 daemon.start()
                 await until(set(watched))
                 assert STATUS not in seen  # never asked for
+            # the bridge's pooled connection died with the old lokid: a new one answers
+            assert (await tool(session, "queue_stats"))["states"]["pending"] == 1
     finally:
         daemon.kill()
 

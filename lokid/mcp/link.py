@@ -56,12 +56,13 @@ class Link:
         self._put_back(client)
         return result
 
-    def connect(self, spawn: bool | None = None) -> Client:
+    def connect(self, spawn: bool | None = None, timeout: float | None = CALL_TIMEOUT) -> Client:
         """A new connection; `spawn` (default: the bridge's setting) starts lokid when
-        nobody answers, exactly as lokictl does."""
+        nobody answers, exactly as lokictl does. `timeout` bounds each read (None: an
+        event subscription, which may rightly hear nothing for hours)."""
         spawn = self.spawn if spawn is None else spawn
         try:
-            return Client.connect(self.socket, spawn=spawn, timeout=CALL_TIMEOUT)
+            return Client.connect(self.socket, spawn=spawn, timeout=timeout)
         except NotRunning as exc:
             if spawn:
                 raise LokidUnavailable(str(exc)) from exc

@@ -120,7 +120,6 @@ class Updates:
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._watcher: threading.Thread | None = None
         self._closed = threading.Event()
-        self._client: Client | None = None
 
     async def deliver(self) -> None:
         """Send what is marked, forever (run in the server's lifespan task group)."""
@@ -166,10 +165,9 @@ class Updates:
             self._watcher.start()
 
     def close(self) -> None:
+        """Stop delivering. The watcher, a daemon thread perhaps blocked reading its
+        connection, leaves at its next wake-up or with the process."""
         self._closed.set()
-        client = self._client
-        if client is not None:
-            client.close()  # wakes the watcher from its read
 
     # -- the watcher thread ----------------------------------------------------------------
 
@@ -180,7 +178,7 @@ class Updates:
         spawn, delay = self.link.spawn, RECONNECT_FIRST
         while not self._closed.is_set():
             try:
-                self._client = self.link.connect(spawn=spawn)
+                client = self.link.connect(spawn=spawn, timeout=None)
             except LokidUnavailable:
                 spawn = False
                 self._closed.wait(delay)
@@ -188,12 +186,11 @@ class Updates:
                 continue
             spawn, delay = False, RECONNECT_FIRST
             try:
-                self._follow(self._client, project)
+                self._follow(client, project)
             except (ProtocolError, DaemonError, OSError, anyio.RunFinishedError):
                 pass
             finally:
-                self._client.close()
-                self._client = None
+                client.close()
 
     def _follow(self, client: Client, project: str) -> None:
         client.call("subscribe", {"topics": TOPICS, "project": project})
