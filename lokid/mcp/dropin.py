@@ -161,20 +161,16 @@ class DropIn:
     async def queue_list(self, _: NoArgs) -> types.CallToolResult:
         project = self.projects.resolve()
         listed: list[dict[str, Any]] = []
-        truncated = False
         for state in STATUS_OF:
-            cursor = None
-            while True:
-                params = {"project": project, "state": state, "cursor": cursor, "limit": 1000}
-                page = await self.call("queue.list", params)
+            cursor: str | None = ""
+            while cursor is not None and len(listed) < LIST_CAP:
+                params = {"project": project, "state": state, "cursor": cursor or None}
+                page = await self.call("queue.list", {**params, "limit": 1000})
                 listed += [loki_task(task, state) for task in page["tasks"]]
                 cursor = page["cursor"]
-                if cursor is None or len(listed) >= LIST_CAP:
-                    truncated = truncated or cursor is not None
-                    break
         listed.sort(key=lambda task: task["created_at"])  # Loki Mode's file: oldest first
         body: dict[str, Any] = {"tasks": listed[:LIST_CAP]}
-        if truncated or len(listed) > LIST_CAP:
+        if len(listed) >= LIST_CAP:
             body["truncated"] = True
             body["message"] = f"the first {LIST_CAP} tasks found; queue_list pages through all"
         return _answer(body)
