@@ -8,9 +8,12 @@ A client that subscribes (`resources/subscribe` on handshake-era connections, a
 connection of its own to lokid, subscribed to the project's `queue.*`, `breaker.*`,
 `run.*`, `signal.*`, `project.*` and `status.changed` events. Each event marks the
 resources it may have changed; a `resync` (lokid dropped events for us), or a reconnect,
-marks them all. One task delivers what is marked: `notifications/resources/updated` to the
-session's subscriptions and to the listen streams. Marks made while it delivers coalesce, so
-a burst of events costs one notification per resource, not one per event.
+marks them all. Every subscription gets one update once lokid's events are followed (at
+once when they already are), so a change made between the client's read and the watcher's
+own subscription at lokid is never missed. One task delivers what is marked:
+`notifications/resources/updated` to the session's subscriptions and to the listen streams.
+Marks made while it delivers coalesce, so a burst of events costs one notification per
+resource, not one per event.
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ class Updates:
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._watcher: threading.Thread | None = None
         self._closed = threading.Event()
+        self._live = False  # the watcher is subscribed at lokid (read on the loop only)
 
     async def deliver(self) -> None:
         """Send what is marked, forever (run in the server's lifespan task group)."""
@@ -152,14 +156,19 @@ class Updates:
         self.projects.resolve()  # outside a project there is nothing to follow: say so
         self.session = session
         self.subscribed.add(uri)
-        self.watch()
+        self.watch([uri])
 
-    def watch(self) -> None:
-        """Start the watcher once (a client asked to hear of changes)."""
+    def watch(self, uris: Iterable[str]) -> None:
+        """A client asked to hear of `uris`: start the watcher once; when it already
+        follows lokid's events, the subscription's one update is due now. (A listen
+        stream registers with the bus before it first waits, and the delivery task runs
+        only after that, so the update reaches it.)"""
         try:
             self.projects.resolve()
         except NoProject:
             return
+        if self._live:
+            self.mark(uris)
         if self._watcher is None:
             self._watcher = threading.Thread(target=self._watch, name="lokid-events", daemon=True)
             self._watcher.start()
@@ -187,19 +196,29 @@ class Updates:
             spawn, delay = False, RECONNECT_FIRST
             try:
                 self._follow(client, project)
-            except (ProtocolError, DaemonError, OSError, anyio.RunFinishedError):
+            except (ProtocolError, DaemonError, OSError):
                 pass
             finally:
                 client.close()
+                self._on_loop(self._set_live, False)
 
     def _follow(self, client: Client, project: str) -> None:
         client.call("subscribe", {"topics": TOPICS, "project": project})
         # Whatever changed before this subscription (or while lokid was away) is unseen.
-        self._hand_over(ALL)
+        self._on_loop(self._set_live, True)
         while not self._closed.is_set():
-            self._hand_over(uris_for(client.next_event()))
+            self._on_loop(self.mark, uris_for(client.next_event()))
 
-    def _hand_over(self, uris: Iterable[str]) -> None:
+    def _set_live(self, live: bool) -> None:
+        self._live = live
+        if live:
+            self.mark(ALL)
+
+    def _on_loop(self, func: Callable[[Any], None], arg: Any) -> None:
+        """Run `func(arg)` on the event loop, from the watcher thread."""
         while self._token is None and not self._closed.is_set():  # deliver() not started yet
             time.sleep(0.01)
-        anyio.from_thread.run_sync(self.mark, tuple(uris), token=self._token)
+        try:
+            anyio.from_thread.run_sync(func, arg, token=self._token)
+        except anyio.RunFinishedError:
+            self._closed.set()

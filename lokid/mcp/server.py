@@ -167,7 +167,7 @@ class Bridge:
         self, ctx: ServerRequestContext, params: types.SubscriptionsListenRequestParams
     ) -> types.SubscriptionsListenResult:
         if params.notifications.resource_subscriptions:
-            self.updates.watch()
+            self.updates.watch(params.notifications.resource_subscriptions)
         return await self.listen(ctx, params)
 
 
