@@ -16,6 +16,7 @@ SCRIPTS = [
     "bench_breakers.py",
     "bench_watch.py",
     "bench_runs.py",
+    "bench_mcp.py",
 ]
 
 

@@ -10,6 +10,7 @@ import sys
 import trio
 
 from lokid import __version__
+from lokid import mcp as mcp_command
 from lokid.errors import StartupError
 from lokid.log import configure
 from lokid.paths import resolve_socket_path, state_dir
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         "(env LOKID_SPIN_US; default 50)",
     )
     _add_service_options(sub, serve)
+    mcp_command.add_parser(sub)
     return parser
 
 
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "service":
         return _service(args)
+    if args.command == "mcp":
+        return mcp_command.run(args)
     return _serve(args)
 
 
