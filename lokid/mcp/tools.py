@@ -202,7 +202,7 @@ QUEUE = [
     ToolSpec(
         "queue_stats",
         "queue.stats",
-        queue.ProjectParams,
+        projects.ProjectParams,
         queue.Stats,
         "Counts of tasks per state and per type, how many wait on dependencies, and the "
         "age of the oldest pending task.",
@@ -211,7 +211,7 @@ QUEUE = [
     ToolSpec(
         "dlq_list",
         "dlq.list",
-        queue.ProjectParams,
+        projects.ProjectParams,
         schemas.DlqReply,
         "The dead-lettered tasks: those that failed maxRetries times (see lastError).",
         read_only=True,
@@ -240,7 +240,7 @@ PROJECT = [
     ToolSpec(
         "breakers_list",
         "breaker.list",
-        queue.ProjectParams,
+        projects.ProjectParams,
         breakers.BreakerList,
         "The circuit breakers per task type (closed, open, half-open) with their failure "
         "counts; an open breaker keeps its type from being claimed until it half-opens "
@@ -250,7 +250,7 @@ PROJECT = [
     ToolSpec(
         "project_status",
         "project.status",
-        queue.ProjectParams,
+        projects.ProjectParams,
         projects.ProjectStatus,
         "The project at a glance: paused or stopping, signals, the container run, task "
         "counts per state, breakers, Loki Mode's dashboard state, the last 20 events.",
@@ -259,14 +259,14 @@ PROJECT = [
     ToolSpec(
         "project_pause",
         "signal.pause",
-        queue.ProjectParams,
+        projects.ProjectParams,
         projects.Paused,
         "Pause the project (creates .loki/PAUSE, as `loki pause`): claims answer paused.",
     ),
     ToolSpec(
         "project_resume",
         "signal.resume",
-        queue.ProjectParams,
+        projects.ProjectParams,
         projects.Paused,
         "Resume a paused project (removes .loki/PAUSE, as `loki resume`).",
     ),
@@ -299,7 +299,7 @@ RUNS = [
     ToolSpec(
         "run_status",
         "run.status",
-        runs.ProjectParams,
+        projects.ProjectParams,
         runs.RunStatusResult,
         "The project's container run (null when there is none).",
         read_only=True,
