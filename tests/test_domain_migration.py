@@ -377,5 +377,15 @@ def test_texts_that_would_forge_or_cut_a_session_are_refused(agent, summary, det
     assert rules.progress_problem(agent, summary, details) == problem
 
 
+def test_texts_are_bounded():
+    long = "x" * (rules.MAX_TEXT + 1)
+    assert rules.progress_problem("a", long) == "summary is longer than 65536 characters"
+    assert rules.progress_problem(long, "s") == "agent is longer than 65536 characters"
+    assert rules.progress_problem("a", "s", Details(notes=long)) == (
+        "notes is longer than 65536 characters"
+    )
+    assert rules.progress_problem("a", "x" * rules.MAX_TEXT) is None
+
+
 def test_multi_line_summaries_are_fine():
     assert rules.progress_problem("a", "line 1\nline 2\n## not a session", None) is None

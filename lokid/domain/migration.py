@@ -25,6 +25,9 @@ PhaseStatus = Literal["pending", "in_progress", "completed"]
 MigrationStatus = Literal["pending", "in_progress", "completed", "failed"]
 
 PROGRESS_KEEP = 50  # sessions of progress.md kept before a new one is appended
+# Longest agent, summary or detail text: progress.md is read and rewritten whole on every
+# append, so its size stays bounded (51 sessions of a few such texts).
+MAX_TEXT = 65536
 FAILING_SHOWN = 5  # a failing gate names at most this many feature or step ids
 SESSION_MARK = "\n## Session:"
 PROGRESS_HEADER = "# Migration Progress\n# Auto-updated after every agent session\n"
@@ -395,7 +398,10 @@ def progress_problem(agent: str, summary: str, details: Details | None = None) -
     if details is not None:
         texts.update(steps_completed=str(details.steps_completed), notes=str(details.notes))
         texts["tests_passing"] = str(details.tests_passing)
+    texts["agent"] = agent
     for name, text in texts.items():
+        if len(text) > MAX_TEXT:
+            return f"{name} is longer than {MAX_TEXT} characters"
         if SESSION_MARK in text or text.startswith(SESSION_MARK[1:]):
             return f"{name} must not contain a line starting with '## Session:'"
     return None

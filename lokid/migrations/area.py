@@ -47,6 +47,11 @@ T = TypeVar("T")
 DEBOUNCE_MS = 200
 STEP_MS = 5
 
+# Requests in worker threads at once; more wait on the trio side (cancellable). A lock held
+# elsewhere keeps each waiting request's thread for up to lock_timeout, and those threads must
+# not be the ones the rest of the daemon runs its blocking work on (trio's default limiter).
+THREADS = 8
+
 _UNREADABLE = object()  # a manifest mid-write by a tool that takes no lock: look again later
 
 
@@ -82,6 +87,7 @@ class MigrationArea:
         self._seen: dict[str, Seen] = {}
         self._looking = trio.Lock()  # one look at a time, so none applies a staler one
         self._busy = 0
+        self._threads = trio.CapacityLimiter(THREADS)
         self._watch = FolderWatch(self.root, self._look, debounce_ms, step_ms)
 
     # -- the area's life -----------------------------------------------------------------
@@ -187,7 +193,7 @@ class MigrationArea:
         """Blocking work (the lock, files, git) off the event loop; counted for idle()."""
         self._busy += 1
         try:
-            return await trio.to_thread.run_sync(fn, *args)
+            return await trio.to_thread.run_sync(fn, *args, limiter=self._threads)
         finally:
             self._busy -= 1
 
