@@ -257,16 +257,16 @@ class MigrationArea:
     def _apply(self, looks: dict[str, object], announce: bool) -> None:
         for migration_id, look in sorted(looks.items()):
             if look is _UNREADABLE:
-                continue
+                continue  # keep the last good look; the file's next change brings a new one
+            new = look if isinstance(look, Seen) else None
             old = self._seen.pop(migration_id, None)
-            if isinstance(look, Seen):
-                self._seen[migration_id] = look
-            if not announce:
-                continue
-            where = look if isinstance(look, Seen) else old
-            project = where.project if where is not None else None
-            for topic, data in news(migration_id, old, look if isinstance(look, Seen) else None):
-                self.publish(topic, project, data)
+            if new is not None:
+                self._seen[migration_id] = new
+            if announce:
+                either = new or old
+                project = either.project if either is not None else None
+                for topic, data in news(migration_id, old, new):
+                    self.publish(topic, project, data)
 
     def _read_looks(self, ids: set[str] | None, known: set[str]) -> dict[str, object]:
         if ids is None:
