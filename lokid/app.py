@@ -6,6 +6,7 @@
               ├─ queues   (QueueArea)    ← projects, hub, spawn
               ├─ runs     (RunArea)      ← projects, hub         (None: containers off)
               ├─ watcher  (Watcher)      ← projects, reactions   (Reactions: queues, runs, hub)
+              ├─ migrations (MigrationArea) ← hub                (~/.loki/migrations)
               └─ router   (methods/*)    → Dispatch(router, app) → Daemon(areas, dispatch)
 
 No other module builds an area or reaches into another's insides; handlers get the `App`
@@ -25,6 +26,7 @@ from lokid.docker.config import RunConfig
 from lokid.hub import Hub
 from lokid.lifecycle import Lifecycle
 from lokid.methods import build_router
+from lokid.migrations import MigrationArea
 from lokid.projects import Projects
 from lokid.queue.area import QueueArea
 from lokid.reactions import Reactions
@@ -49,12 +51,14 @@ class App:
     queues: QueueArea
     runs: RunArea | None
     watcher: Watcher
+    migrations: MigrationArea
     capabilities: list[str] = field(default_factory=list)
 
     @property
     def areas(self) -> list[Any]:
         """In the order they start; they close in reverse."""
-        return [a for a in (self.queues, self.runs, self.watcher) if a is not None]
+        parts = (self.queues, self.runs, self.watcher, self.migrations)
+        return [a for a in parts if a is not None]
 
     def summary(self) -> str:
         """The one-line STATUS a service manager shows."""
@@ -84,7 +88,8 @@ def build_app(
         step_ms=settings.watch_step_ms,
         debounce_ms=settings.watch_debounce_ms,
     )
-    return App(settings, lifecycle, hub, projects, queues, runs, watcher)
+    migrations = MigrationArea(publish=hub.publish)  # ~/.loki/migrations of lokid's HOME
+    return App(settings, lifecycle, hub, projects, queues, runs, watcher, migrations)
 
 
 def _remember_in(projects: Projects):

@@ -308,6 +308,13 @@ def _add_project_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     add_project_commands(sub, common)
 
 
+def _add_migration_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    from lokictl._migration_cli import add_migration_commands, cmd_migration
+
+    add_migration_commands(sub, common)
+    COMMANDS["migration"] = cmd_migration  # the command runs only where its parser was built
+
+
 COMMANDS.update(dict.fromkeys(("queue", "dlq", "breakers"), _queue_command))
 COMMANDS.update(dict.fromkeys(("project", "pause", "resume", "stop"), _project_command))
 
@@ -322,6 +329,7 @@ BRANCHES = {
     **dict.fromkeys(("run", "image"), _add_run_commands),
     **dict.fromkeys(("queue", "dlq", "breakers"), _add_queue_commands),
     **dict.fromkeys(("project", "pause", "resume", "stop"), _add_project_commands),
+    "migration": _add_migration_commands,
 }
 
 

@@ -10,15 +10,17 @@ def write_atomic(
     data: bytes,
     fsync: bool = True,
     still: Callable[[], bool] | None = None,
+    mode: int = 0o644,
 ) -> os.stat_result | None:
     """tmp in the same folder, fsync, rename over, fsync the folder; returns the new stat.
 
     `still`, checked just before the rename, can call the write off (None is returned):
-    a writer that takes no lock may have changed the file since it was read.
+    a writer that takes no lock may have changed the file since it was read. `mode` is
+    the new file's (before the umask).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.lokid-{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         view = memoryview(data)
         while view:
