@@ -6,13 +6,18 @@ path), so the path must already be normal: no `.`/`..` parts, no doubled or
 trailing slashes. Areas keep their own per-project state, keyed by the path.
 
 The set of watched projects is saved in lokid's state folder and restored at
-start, so a restart watches what was watched before.
+start, so a restart watches what was watched before. Two daemons may share that folder
+(one per socket): each saves only its own changes, merged into the file under a lock, and
+a save that fails is tried again (`retry_save`) until it lands.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +27,7 @@ import msgspec
 
 from lokid.errors import InvalidParams, NotFound
 from lokid.files.atomic import write_atomic
+from lokid.files.reading import STATE_FILE_MAX, FileProblem, read_file
 from lokid.wire.messages import UNDECODABLE
 
 log = logging.getLogger("lokid.projects")
@@ -48,13 +54,15 @@ def check_project_path(path: str) -> str:
 
 
 class Project:
-    __slots__ = ("loki", "missing", "path", "recent", "watched")
+    __slots__ = ("loki", "missing", "path", "problem", "recent", "watched")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.loki = Path(path) / ".loki"
         self.watched = False
         self.missing = False
+        # Why lokid cannot use the project's files now (permissions, a symlink loop, ...).
+        self.problem: str | None = None
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
 
     @property
@@ -62,7 +70,10 @@ class Project:
         return os.path.basename(self.path) or self.path
 
     def exists(self) -> bool:
-        return os.path.isdir(self.path)
+        try:
+            return os.path.isdir(self.path)
+        except (OSError, ValueError):
+            return False
 
 
 class SavedProjects(msgspec.Struct):
@@ -75,6 +86,8 @@ class Projects:
         self._by_path: dict[str, Project] = {}
         self._state_file = state_file
         self.on_change: list[Callable[[], None]] = []
+        # This daemon's changes not yet in the file: path -> watched (True) or not.
+        self._unsaved: dict[str, bool] = {}
 
     # -- the saved set -------------------------------------------------------------------
 
@@ -82,33 +95,43 @@ class Projects:
         """Watch again what was watched when lokid last ran."""
         if self._state_file is None:
             return
-        try:
-            saved = msgspec.json.decode(self._state_file.read_bytes(), type=SavedProjects)
-        except FileNotFoundError:
-            return
-        except (OSError, *UNDECODABLE) as exc:
-            log.warning("ignoring unreadable %s: %s", self._state_file, exc)
-            return
-        for path in saved.projects:
+        for path in _read_saved(self._state_file):
             try:
                 project = self._entry(check_project_path(path))
             except InvalidParams:
                 log.warning("ignoring bad saved project path %r", path)
                 continue
             project.watched = True
-        self._changed(save=False)
+        self._changed()
 
     def _save(self) -> None:
-        if self._state_file is None:
+        """Merge this daemon's changes into the file, under its lock (another lokid sharing
+        the state folder may have saved its own since)."""
+        if self._state_file is None or not self._unsaved:
             return
-        saved = SavedProjects(projects=sorted(p.path for p in self if p.watched))
         try:
-            write_atomic(self._state_file, msgspec.json.encode(saved), fsync=False)
-        except OSError as exc:
-            log.warning("could not save the watched projects to %s: %s", self._state_file, exc)
+            with _file_lock(self._state_file.with_name(self._state_file.name + ".lock")):
+                paths = set(_read_saved(self._state_file))
+                for path, watched in self._unsaved.items():
+                    (paths.add if watched else paths.discard)(path)
+                saved = SavedProjects(projects=sorted(paths))
+                write_atomic(self._state_file, msgspec.json.encode(saved), fsync=False)
+        except (OSError, BlockingIOError) as exc:
+            log.warning(
+                "could not save the watched projects to %s: %s; will try again",
+                self._state_file,
+                exc,
+            )
+            return
+        self._unsaved.clear()
 
-    def _changed(self, save: bool = True) -> None:
-        if save:
+    def retry_save(self) -> None:
+        """Save what a failed save left behind (called now and then)."""
+        self._save()
+
+    def _changed(self, project: Project | None = None) -> None:
+        if project is not None:
+            self._unsaved[project.path] = project.watched
             self._save()
         for callback in self.on_change:
             callback()
@@ -131,7 +154,7 @@ class Projects:
         project = self._entry(check_project_path(path))
         if not project.watched and project.exists():
             project.watched = True
-            self._changed()
+            self._changed(project)
         return project
 
     def add(self, path: str) -> Project:
@@ -140,7 +163,7 @@ class Projects:
             raise NotFound(f"project folder {path} does not exist")
         if not project.watched:
             project.watched = True
-            self._changed()
+            self._changed(project)
         return project
 
     def remove(self, path: str) -> bool:
@@ -148,7 +171,7 @@ class Projects:
         if project is None or not project.watched:
             return False
         project.watched = False
-        self._changed()
+        self._changed(project)
         return True
 
     def find(self, path: str) -> Project | None:
@@ -163,3 +186,33 @@ class Projects:
 
     def paths(self) -> list[str]:
         return sorted(self._by_path)
+
+
+def _read_saved(path: Path) -> list[str]:
+    try:
+        data = read_file(path, STATE_FILE_MAX)
+        return [] if data is None else msgspec.json.decode(data, type=SavedProjects).projects
+    except (FileProblem, *UNDECODABLE) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return []
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, wait: float = 0.2) -> Iterator[None]:
+    """A short flock: the trio thread waits at most `wait` seconds, then gives up (the save
+    is tried again later)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
+        yield
+    finally:
+        os.close(fd)

@@ -17,6 +17,7 @@ import trio
 from lokid.docker.area import RunArea
 from lokid.files import signals
 from lokid.files.dashboard import dashboard_status, prd_provenance
+from lokid.files.reading import FileProblem
 from lokid.hub import Hub
 from lokid.lifecycle import Spawner
 from lokid.projects import Project
@@ -41,9 +42,20 @@ class Reactions:
 
     def watching(self, project: Project) -> None:
         """Follow `events.jsonl` from its end: only lines appended from now on count."""
-        if project.path not in self._tails:
+        if project.path not in self._tails:  # start_at_end never raises: see Tail
             tail = self._tails[project.path] = Tail(project.loki / "events.jsonl")
             tail.start_at_end()
+
+    def trouble(self, project: Project, error: str | None) -> None:
+        """Say once when a project's files become unusable, and once when they are again."""
+        if project.problem == error:
+            return
+        project.problem = error
+        if error is not None:
+            log.warning("project %s: %s; lokid serves the other projects", project.path, error)
+        else:
+            log.info("project %s: its files can be used again", project.path)
+        self._hub.emit(project.path, ev.ProjectProblem(path=project.path, error=error))
 
     def missing(self, project: Project) -> None:
         self._queues.forget(project)
@@ -75,6 +87,11 @@ class Reactions:
                     imported,
                     skipped,
                 )
+        elif kind is Kind.QUEUE_FILE:
+            if not self._queues.is_own_write(project, path):
+                self._queues.restore_views(project, path.name)
+        elif kind is Kind.RUN_PID:
+            self._queues.restore_views(project, "in-progress.json")  # in or out, see views.py
         elif kind is Kind.BREAKER_CONFIG:
             self._queues.reload_project(project)
         elif kind is Kind.PRD:
@@ -105,7 +122,12 @@ class Reactions:
         tail = self._tails.get(project.path)
         if tail is None:
             return
-        for record in tail.read():
+        try:
+            records = tail.read()
+        except FileProblem as exc:
+            self.trouble(project, exc.message)
+            return
+        for record in records:
             if not isinstance(record, dict):
                 continue
             self._hub.publish(_loki_topic(record), project.path, record)

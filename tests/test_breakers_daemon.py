@@ -58,7 +58,8 @@ def test_a_reload_applies_a_good_file_and_refuses_a_bad_one(lokid, project):
 
 
 def test_sighup_reloads_every_open_project(lokid, project):
-    call(lokid, "queue.stats", project)  # lokid now knows the project
+    # lokid now has the project's queue open (a read would not open one: nothing to read)
+    call(lokid, "queue.enqueue", project, task={"type": "docs", "payload": {}})
     write_config(project, "overrides: {eng: {failureThreshold: 1}}\n")
     with lokid.client() as watcher:
         watcher.call("subscribe", {"topics": ["config.reloaded"], "project": str(project)})

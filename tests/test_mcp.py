@@ -229,14 +229,16 @@ async def test_dead_letters_breakers_and_the_project(lokid, project):
         assert deleted["action"] == "delete"
         assert (await tool(session, "dlq_list"))["tasks"] == []
 
-        assert (await tool(session, "project_pause")) == {"paused": True}
+        paused = await tool(session, "project_pause")
+        assert paused["paused"] is True and "perpetual mode" in paused["note"]
         assert (project / ".loki" / "PAUSE").exists()
         await tool(session, "queue_enqueue", task={"type": "eng"})
         assert (await tool(session, "queue_claim", capabilities=["eng"]))["paused"] is True
         status = await tool(session, "project_status")
         assert status["paused"] is True and status["path"] == str(project)
         assert status["queue"]["pending"] == 1
-        assert (await tool(session, "project_resume")) == {"paused": False}
+        resumed = await tool(session, "project_resume")
+        assert resumed["paused"] is False and "PAUSE" in resumed["cleared"]
         assert not (project / ".loki" / "PAUSE").exists()
 
 

@@ -512,7 +512,7 @@ def test_the_database_is_lokids_alone_while_it_is_open(tmp_path):
     with store.transaction():
         store.insert(_row("t1"), [], "k", "2026-11-30T00:00:00.000Z")
     reader = store.view_reader()  # the views' reader, in this process, shares the lock
-    assert b'"id":"t1"' in reader.read("pending")
+    assert b'"id":"t1"' in reader.read("pending", "pending")
     probe = (
         "import sys; from pathlib import Path; from lokid.errors import Unavailable\n"
         "from lokid.store.sqlite import SqliteStore\n"

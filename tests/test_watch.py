@@ -315,16 +315,19 @@ def _inotify_inodes(pid: int) -> set[int]:
 
 
 def test_the_database_folder_is_not_watched(lokid, project, watched):
-    """Every commit writes `.loki/state/lokid.db-wal`; a watch on that folder would wake
-    the watcher each time. Its one file of interest is polled instead (see the PRD test)."""
+    """Every commit writes `.loki/lokid/lokid.db-wal`; a watch on that folder would wake
+    the watcher each time. `.loki/state/` is not watched either: its one file of interest
+    is polled instead (see the PRD test)."""
     call(lokid, "queue.enqueue", project, task={"type": "eng", "payload": {}})
     (project / ".loki" / "signals" / "HUMAN_INPUT").write_text("go")
     next_topic(watched, "signal.human-input")
     watched_inodes = _inotify_inodes(lokid.proc.pid)
     loki = project / ".loki"
     assert {loki.stat().st_ino, (loki / "signals").stat().st_ino} <= watched_inodes
-    assert (loki / "state" / "lokid.db").exists()
-    assert (loki / "state").stat().st_ino not in watched_inodes
+    assert (loki / "lokid" / "lokid.db").exists()
+    assert (loki / "lokid").stat().st_ino not in watched_inodes
+    (loki / "state").mkdir(exist_ok=True)
+    assert (loki / "state").stat().st_ino not in _inotify_inodes(lokid.proc.pid)
 
 
 def test_a_folder_made_later_is_watched_from_its_first_file(project, watched):

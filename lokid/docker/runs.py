@@ -267,6 +267,24 @@ class Runs:
             self._emit(project.path, ev.RunStopped(containers=result.stopped))
         return result
 
+    async def stop_started_before(self, project: Project, when: float) -> RunStopResult:
+        """STOP's stop: the project's running containers that lokid manages and that started
+        before `when` (a run started after STOP appeared is not what STOP asked to stop)."""
+        tracker = self.tracker(project)
+        async with tracker.lock:
+            found = await self.engine.call(lambda c: self._find(c, project.path), "find run")
+            chosen = [a for a in found if rules.stopped_by_stop_file(records.info(a), when)]
+            if not chosen:
+                return RunStopResult([], [])
+            if tracker.id in {a["Id"] for a in chosen}:
+                tracker.clear()
+            result = await self._reap(chosen, None)
+            for attrs in chosen:
+                await self.forget_run(project.path, attrs["Name"].lstrip("/"))
+        if result.stopped:
+            self._emit(project.path, ev.RunStopped(containers=result.stopped))
+        return result
+
     async def stop_all(self, grace: float | None) -> RunStopResult:
         repository = rules.parse_reference(self.config.image).repository
 

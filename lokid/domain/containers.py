@@ -13,6 +13,9 @@ from collections.abc import Collection, Iterable
 
 import msgspec
 
+from lokid.wire.runs import RunInfo
+from lokid.wire.times import parse_iso
+
 DEFAULT_IMAGE = "asklokesh/loki-mode:latest"
 DASHBOARD_PORT = 57374
 PORT_TRIES = 50
@@ -166,6 +169,15 @@ def select_stop_all(
         if is_managed(c.labels) or (from_repo and c.running):
             chosen.append(c)
     return chosen
+
+
+def stopped_by_stop_file(run: RunInfo, appeared: float) -> bool:
+    """Does `.loki/STOP`, which appeared at `appeared`, make lokid stop this run? Only a
+    running one lokid manages (Loki Mode's own runs honour STOP themselves), started
+    before STOP appeared."""
+    if not run.managed or run.state != "running" or run.started_at is None:
+        return False
+    return parse_iso(run.started_at) < appeared
 
 
 def dashboard_ports(start: int = DASHBOARD_PORT, tries: int = PORT_TRIES) -> range:

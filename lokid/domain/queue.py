@@ -58,6 +58,29 @@ def normalize_priority(value: int | str | None) -> int:
     return PRIORITY_NAMES.get(text, 5)
 
 
+# The names Loki Mode's files and dashboard use for a 1-10 priority (its task board calls
+# `priority.toLowerCase()`, so a view must never hold a number there): the lowest priority
+# of each band, highest band first.
+PRIORITY_BANDS = ((10, "critical"), (8, "high"), (4, "medium"), (1, "low"))
+
+# A task's state in Loki Mode's own words, as its files' `status` field says it.
+LOKI_STATUS = {
+    "pending": "pending",
+    "in-progress": "in_progress",
+    "completed": "completed",
+    "dead-letter": "failed",
+    "cancelled": "cancelled",
+}
+
+
+def priority_name(priority: int) -> str:
+    """The name of a 1-10 priority in Loki Mode's words (10 critical, 8-9 high, ...)."""
+    for lowest, name in PRIORITY_BANDS:
+        if priority >= lowest:
+            return name
+    return PRIORITY_BANDS[-1][1]
+
+
 def backoff_delay(base: float, attempt: int, rng: random.Random) -> float:
     """`min(base * 2^(attempt-1), 3600)` plus up to 10% jitter; `base` never compounds."""
     capped = min(base * 2 ** max(attempt - 1, 0), MAX_BACKOFF)
@@ -69,15 +92,22 @@ def is_rate_limited(error: str) -> bool:
     return any(marker in lowered for marker in RATE_LIMIT_MARKERS)
 
 
+# The longest wait a rate limit may impose, from `retryAfter` or an error's text alike.
+MAX_RETRY_AFTER = 24 * 3600.0
+
+
 def parse_retry_after(error: str) -> float | None:
-    """`Retry-After: 30`, `retry after 1.5s`, `retry_after=500ms` -> seconds."""
+    """`Retry-After: 30`, `retry after 1.5s`, `retry_after=500ms` -> seconds, at most a day
+    (an error's text is a server's word, not a promise: `Retry-After: 100000000000`)."""
     match = _RETRY_AFTER.search(error)
     if match is None:
         return None
     seconds = float(match.group(1))
     if (match.group(2) or "").lower() == "ms":
         seconds /= 1000
-    return seconds if math.isfinite(seconds) else None
+    if not math.isfinite(seconds):
+        return MAX_RETRY_AFTER
+    return min(seconds, MAX_RETRY_AFTER)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,14 +9,17 @@ from typing import Any
 
 import msgspec
 
+from lokid.files.reading import STATE_FILE_MAX, FileProblem, read_file
 from lokid.wire.events import PrdChanged, StatusChanged
 from lokid.wire.messages import UNDECODABLE
 
 
 def _read_json(path: Path) -> Any:
+    """The file's JSON; None when it is missing, unusable (see reading.py) or not JSON."""
     try:
-        return msgspec.json.decode(path.read_bytes())
-    except (OSError, *UNDECODABLE):
+        data = read_file(path, STATE_FILE_MAX)
+        return None if data is None else msgspec.json.decode(data)
+    except (FileProblem, *UNDECODABLE):
         return None
 
 

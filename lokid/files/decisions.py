@@ -20,6 +20,7 @@ def append_dlq_decision(
     folder = loki / "logs" / "decisions"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"dlq-review-{time.strftime('%Y-%m-%d', time.gmtime(when))}.md"
+    task_id, task_type = _one_line(task_id), _one_line(task_type)
     entry = (
         f"\n## {iso(when)} {action} {task_id}\n\n"
         f"- task: `{task_id}` ({task_type})\n"
@@ -37,4 +38,6 @@ def append_dlq_decision(
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """One line, whatever the text: line breaks (any Unicode one) written as `\\n`, so a
+    task's id, type or note can never start an entry of its own."""
+    return " ".join(text.encode("unicode_escape").decode("ascii").split())

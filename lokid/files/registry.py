@@ -24,6 +24,8 @@ from typing import Any
 import msgspec
 
 from lokid.domain.containers import project_id
+from lokid.files.reading import STATE_FILE_MAX, FileProblem, read_file
+from lokid.wire.messages import UNDECODABLE
 
 RUN_JSON = Path(".loki") / "docker" / "run.json"
 
@@ -148,8 +150,9 @@ def write_run_file(project_dir: str, run: RunFile) -> None:
 
 def read_run_file(project_dir: str) -> RunFile | None:
     try:
-        return msgspec.json.decode((Path(project_dir) / RUN_JSON).read_bytes(), type=RunFile)
-    except (OSError, msgspec.DecodeError):
+        data = read_file(Path(project_dir) / RUN_JSON, STATE_FILE_MAX)
+        return None if data is None else msgspec.json.decode(data, type=RunFile)
+    except (FileProblem, *UNDECODABLE):
         return None
 
 

@@ -1,6 +1,13 @@
 """Loki Mode's signal files: `.loki/STOP`, `.loki/PAUSE`, `.loki/PAUSE_AT_CHECKPOINT`
-and whatever lies in `.loki/signals/`. Read straight from disk when asked, so the
-answer never depends on how far the watcher has got."""
+and whatever lies in `.loki/signals/`, plus lokid's own pause, `.loki/lokid/PAUSE`. Read
+straight from disk when asked, so the answer never depends on how far the watcher has got.
+
+Claims pause while any of the three pause files exists. lokid keeps a pause of its own
+because Loki Mode's runner, in its default perpetual mode, deletes `.loki/PAUSE` at its
+next check: `lokictl pause` must keep lokid's agents paused anyway, until `lokictl resume`.
+PAUSE_AT_CHECKPOINT pauses lokid's agents at their checkpoint, which for an agent is the
+end of its task: what it holds it finishes, and it is handed nothing new.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +17,17 @@ from typing import Any
 
 import msgspec
 
+from lokid.files.reading import SIGNAL_FILE_MAX, FileProblem, read_file
 from lokid.wire.messages import UNDECODABLE
-
-MAX_SIGNAL_BYTES = 64 * 1024
 
 
 # Asked before every claim: a string join is a tenth of the cost of a Path join.
 def is_paused(loki: Path) -> bool:
-    return os.path.exists(f"{loki}/PAUSE")
+    return (
+        os.path.exists(f"{loki}/PAUSE")
+        or os.path.exists(f"{loki}/lokid/PAUSE")
+        or os.path.exists(f"{loki}/PAUSE_AT_CHECKPOINT")
+    )
 
 
 def is_stopping(loki: Path) -> bool:
@@ -27,18 +37,35 @@ def is_stopping(loki: Path) -> bool:
 def signal_names(loki: Path) -> list[str]:
     try:
         return sorted(e.name for e in os.scandir(loki / "signals") if e.is_file())
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
         return []
 
 
+PAUSES = ("PAUSE", "lokid/PAUSE", "PAUSE_AT_CHECKPOINT")
+# What `resume` clears, as `loki resume` does (it removes PAUSE, or STOP), and lokid's own.
+RESUME_CLEARS = ("PAUSE", "lokid/PAUSE", "PAUSE_AT_CHECKPOINT", "STOP")
+
+
+def remove(loki: Path, names: tuple[str, ...]) -> list[str]:
+    """Remove those of `names` that exist; the ones removed, in order."""
+    removed = []
+    for name in names:
+        try:
+            os.unlink(loki / name)
+        except FileNotFoundError:
+            continue
+        removed.append(name)
+    return removed
+
+
 def signal_content(path: Path) -> Any:
-    """The file's JSON, or None when it is empty, too big, or not JSON (a bare marker)."""
+    """The file's JSON, or None when it is empty, too big, not a regular file, or not JSON
+    (a bare marker)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_SIGNAL_BYTES + 1)
-    except OSError:
+        data = read_file(path, SIGNAL_FILE_MAX)
+    except FileProblem:
         return None
-    if not data.strip() or len(data) > MAX_SIGNAL_BYTES:
+    if not data or not data.strip():
         return None
     try:
         return msgspec.json.decode(data)

@@ -10,7 +10,7 @@ import trio
 from lokid.errors import InvalidParams, NotFound
 from lokid.hub import Hub
 from lokid.lifecycle import Lifecycle
-from lokid.projects import Projects
+from lokid.projects import Projects, check_project_path
 from lokid.server.dispatch import Call, Router
 from lokid.wire.daemon import (
     Empty,
@@ -87,6 +87,8 @@ def shutdown(call: Call[DaemonApp], params: Empty) -> ShutdownResult:
 def subscribe(call: Call[DaemonApp], params: SubscribeParams) -> SubscribeResult:
     if not params.topics or not all(params.topics):
         raise InvalidParams("subscribe: topics must be a non-empty list of non-empty globs")
+    if params.project is not None:
+        check_project_path(params.project)  # a filter that could never match is refused
     sub = call.app.hub.subscribe(call.peer, params.topics, params.project)
     return SubscribeResult(sub=sub.id)
 

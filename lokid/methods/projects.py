@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from typing import Any, Protocol
 
 import trio
@@ -12,6 +10,7 @@ from lokid.docker.area import RunArea
 from lokid.errors import LokidError, NotFound, unavailable_file
 from lokid.files import signals
 from lokid.files.dashboard import dashboard_status
+from lokid.files.reading import is_dir
 from lokid.projects import Project, Projects
 from lokid.queue.area import QueueArea
 from lokid.server.dispatch import Call, Router
@@ -28,6 +27,7 @@ from lokid.wire.projects import (
     Removed,
     Stopping,
 )
+from lokid.wire.queue import STATES
 
 
 class ProjectApp(Protocol):
@@ -45,9 +45,11 @@ SETTLE_TIMEOUT = 5.0
 
 
 def _queue_counts(call: PCall, project: Project) -> dict[str, int] | None:
-    if not project.loki.is_dir():
+    """Counts per state; nil for a folder without `.loki/` (read only: nothing created)."""
+    if not is_dir(project.loki):
         return None
-    return call.app.queues.open(project).stats().states
+    queue = call.app.queues.existing(project)
+    return queue.stats().states if queue is not None else dict.fromkeys(STATES, 0)
 
 
 async def _run(call: PCall, project: Project) -> tuple[Any, str | None]:
@@ -64,11 +66,12 @@ async def _info(call: PCall, project: Project) -> ProjectInfo:
     return ProjectInfo(
         path=project.path,
         name=project.name,
-        has_loki=project.loki.is_dir(),
+        has_loki=is_dir(project.loki),
         watched=project.watched,
         missing=not project.exists(),
         run=run,
         queue=_queue_counts(call, project),
+        problem=project.problem,
     )
 
 
@@ -94,11 +97,11 @@ async def list_projects(call: PCall, p: Empty) -> ProjectList:
 @router.method("project.status", ProjectParams)
 async def status(call: PCall, p: ProjectParams) -> ProjectStatus:
     project = call.app.projects.use(p.project)
-    has_loki = project.loki.is_dir()
+    has_loki = is_dir(project.loki)
     run, run_error = await _run(call, project)
     breakers: dict[str, Any] = {}
-    if has_loki:
-        queue = call.app.queues.open(project)
+    queue = call.app.queues.existing(project) if has_loki else None
+    if queue is not None:
         with queue.transaction():
             breakers = dict(queue.breakers.listing(queue.clock()))
     dashboard = await trio.to_thread.run_sync(
@@ -119,6 +122,7 @@ async def status(call: PCall, p: ProjectParams) -> ProjectStatus:
         breakers=breakers,
         dashboard=dashboard,
         events=list(project.recent),
+        problem=project.problem,
     )
 
 
@@ -137,22 +141,31 @@ def _touch(call: PCall, project: str, name: str) -> None:
         raise unavailable_file(f"create {path}", exc) from exc
 
 
+PERPETUAL_NOTE = (
+    "a Loki Mode run in perpetual mode (its default) removes .loki/PAUSE at its next check "
+    "and carries on; lokid's agents stay paused until `lokictl resume` (.loki/lokid/PAUSE)"
+)
+
+
 @router.method("signal.pause", ProjectParams)
 def pause(call: PCall, p: ProjectParams) -> Paused:
-    """Create `.loki/PAUSE`, as `loki pause` does; the watcher announces it."""
+    """Create `.loki/PAUSE`, as `loki pause` does (the watcher announces it), and lokid's
+    own pause, which Loki Mode's perpetual mode does not remove."""
     _touch(call, p.project, "PAUSE")
-    return Paused(True)
+    _touch(call, p.project, "lokid/PAUSE")
+    return Paused(True, note=PERPETUAL_NOTE)
 
 
 @router.method("signal.resume", ProjectParams)
 def resume(call: PCall, p: ProjectParams) -> Paused:
-    path = _existing(call, p.project).loki / "PAUSE"
+    """Clear what `pause` and `stop` set, as `loki resume` does: PAUSE, STOP, and lokid's
+    own pause and PAUSE_AT_CHECKPOINT (both hold lokid's claims)."""
+    loki = _existing(call, p.project).loki
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        cleared = signals.remove(loki, signals.RESUME_CLEARS)
     except OSError as exc:
-        raise unavailable_file(f"remove {path}", exc) from exc
-    return Paused(False)
+        raise unavailable_file(f"clear the signals in {loki}", exc) from exc
+    return Paused(False, cleared=cleared)
 
 
 @router.method("signal.stop", ProjectParams)

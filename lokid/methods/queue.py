@@ -8,6 +8,7 @@ from typing import Protocol
 
 import trio
 
+from lokid.errors import NotFound
 from lokid.files import signals
 from lokid.files.decisions import append_dlq_decision
 from lokid.projects import Project, Projects
@@ -23,6 +24,7 @@ from lokid.wire.breakers import (
 )
 from lokid.wire.projects import ProjectParams
 from lokid.wire.queue import (
+    STATES,
     Cancelled,
     CancelParams,
     ClaimParams,
@@ -58,7 +60,21 @@ QCall = Call[QueueApp]
 
 
 def _queue(call: QCall, project: str) -> Queue:
+    """The project's queue, created if need be: for operations that write."""
     return call.app.queues.open(call.app.projects.use(project))
+
+
+def _existing(call: QCall, project: str) -> Queue | None:
+    """The project's queue if it has one: reads (and operations on tasks that would have to
+    exist) never create a database, nor anything else in the project."""
+    return call.app.queues.existing(call.app.projects.use(project))
+
+
+def _with_task(call: QCall, project: str, task_id: str) -> Queue:
+    queue = _existing(call, project)
+    if queue is None:
+        raise NotFound(f"no task {task_id!r} in {project}")
+    return queue
 
 
 @router.method("queue.enqueue", EnqueueParams)
@@ -94,7 +110,7 @@ def _outcome(
         halted = _halted(project)
         if halted is None:
             then = Claim(p.agent, p.claim_next.capabilities, p.claim_next.lease)
-    state = act(call.app.queues.open(project), then)
+    state = act(_with_task(call, p.project, p.id), then)
     state.next = state.next or halted
     return state
 
@@ -102,13 +118,18 @@ def _outcome(
 @router.method("queue.claim", ClaimParams)
 def claim(call: QCall, p: ClaimParams) -> ClaimResult:
     project = call.app.projects.use(p.project)
-    queue = call.app.queues.open(project)
-    return _halted(project) or queue.claim(p.agent, p.capabilities, p.lease)
+    halted = _halted(project)
+    if halted is not None:
+        return halted
+    queue = call.app.queues.existing(project)
+    if queue is None:
+        return ClaimResult(task=None)  # no queue yet, so nothing to claim
+    return queue.claim(p.agent, p.capabilities, p.lease)
 
 
 @router.method("queue.heartbeat", HeartbeatParams)
 def heartbeat(call: QCall, p: HeartbeatParams) -> HeartbeatResult:
-    until = _queue(call, p.project).heartbeat(p.id, p.agent, p.lease)
+    until = _with_task(call, p.project, p.id).heartbeat(p.id, p.agent, p.lease)
     return HeartbeatResult(iso(until))
 
 
@@ -126,23 +147,27 @@ def fail(call: QCall, p: FailParams) -> TaskState:
 
 @router.method("queue.cancel", CancelParams)
 def cancel(call: QCall, p: CancelParams) -> Cancelled:
-    return Cancelled(_queue(call, p.project).cancel(p.id, p.reason))
+    return Cancelled(_with_task(call, p.project, p.id).cancel(p.id, p.reason))
 
 
 @router.method("queue.get", IdParams)
 def get(call: QCall, p: IdParams) -> TaskState:
-    return _queue(call, p.project).get(p.id)
+    return _with_task(call, p.project, p.id).get(p.id)
 
 
 @router.method("queue.list", ListParams)
 def list_tasks(call: QCall, p: ListParams) -> TaskPage:
-    tasks, cursor = _queue(call, p.project).page(p.state, p.type, p.limit, p.cursor)
+    queue = _existing(call, p.project)
+    if queue is None:
+        return TaskPage([], None)
+    tasks, cursor = queue.page(p.state, p.type, p.limit, p.cursor)
     return TaskPage(tasks, cursor)
 
 
 @router.method("queue.stats", ProjectParams)
 def stats(call: QCall, p: ProjectParams) -> Stats:
-    return _queue(call, p.project).stats()
+    queue = _existing(call, p.project)
+    return queue.stats() if queue is not None else Stats(dict.fromkeys(STATES, 0), {}, 0, None)
 
 
 @router.method("queue.import", ProjectParams)
@@ -154,19 +179,20 @@ async def import_pending(call: QCall, p: ProjectParams) -> ImportResult:
 
 @router.method("dlq.list", ProjectParams)
 def dlq_list(call: QCall, p: ProjectParams) -> DlqList:
-    return DlqList(_queue(call, p.project).dlq_list())
+    queue = _existing(call, p.project)
+    return DlqList(queue.dlq_list() if queue is not None else [])
 
 
 @router.method("dlq.retry", DlqDecisionParams)
 async def dlq_retry(call: QCall, p: DlqDecisionParams) -> DlqDecision:
-    task = _queue(call, p.project).dlq_retry(p.id)
+    task = _with_task(call, p.project, p.id).dlq_retry(p.id)
     await _log_decision(call, p, "retry", task.type, task.last_error)
     return DlqDecision(p.id, "retry")
 
 
 @router.method("dlq.delete", DlqDecisionParams)
 async def dlq_delete(call: QCall, p: DlqDecisionParams) -> DlqDecision:
-    task = _queue(call, p.project).dlq_delete(p.id)
+    task = _with_task(call, p.project, p.id).dlq_delete(p.id)
     await _log_decision(call, p, "delete", task.type, task.last_error)
     return DlqDecision(p.id, "delete")
 
@@ -183,7 +209,9 @@ async def _log_decision(
 
 @router.method("breaker.list", ProjectParams)
 def breaker_list(call: QCall, p: ProjectParams) -> BreakerList:
-    queue = _queue(call, p.project)
+    queue = _existing(call, p.project)
+    if queue is None:
+        return BreakerList({})
     with queue.transaction():
         return BreakerList(queue.breakers.listing(queue.clock()))
 

@@ -1,9 +1,17 @@
 """The queue area: each project's queue, opened on first use, with its view writer, and one
-sweeper that expires leases and turns due breakers half-open for every project."""
+sweeper that expires leases and turns due breakers half-open for every project.
+
+A project's database is `.loki/lokid/lokid.db`, in a folder of lokid's own: Loki Mode's
+checkpoints snapshot and restore `.loki/state/`, and a restore copied over an open
+database would corrupt it. (A database an older lokid left in `.loki/state/` is moved.)
+Reading never creates anything: a project whose database does not exist yet has an empty
+queue until the first write."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -13,7 +21,9 @@ from typing import Any
 import trio
 
 from lokid.errors import ConfigError, NotFound, StoreUnavailable, unavailable_file
-from lokid.files.views import BREAKERS, VIEW_FILES, ViewWriter
+from lokid.files import loki_run
+from lokid.files.reading import exists as _exists
+from lokid.files.views import BREAKERS, STATES, VIEW_FILES, ViewWriter
 from lokid.lifecycle import Spawner
 from lokid.projects import Project
 from lokid.queue.breaker_config import CONFIG_PATH, BreakerConfigs, load_config
@@ -38,23 +48,57 @@ class QueueArea:
         self._queues: dict[str, Queue] = {}
         self._projects: dict[str, Project] = {}
         self._views: dict[str, ViewWriter] = {}
+        self._reconciled: set[str] = set()
+        self._live: dict[str, bool] = {}  # whether a Loki Mode run is live, per project
         self._poke = trio.Event()
         self._next_look = 0.0
 
-    def open(self, project: Project) -> Queue:
-        queue = self._queues.get(project.path)
+    def existing(self, project: Project) -> Queue | None:
+        """The project's queue if it has a database; None (and nothing created) if not."""
+        queue = self._usable(project)
         if queue is not None:
             return queue
+        if not (_exists(db_path(project)) or _exists(old_db_path(project))):
+            if not project.exists():
+                raise NotFound(f"project folder {project.path} does not exist")
+            return None
+        return self._open(project)
+
+    def open(self, project: Project) -> Queue:
+        """The project's queue, its database created if need be (for a write)."""
+        queue = self._usable(project) or self._open(project)
+        if project.path not in self._reconciled:
+            # The first write since lokid started: bring lokid's entries in Loki Mode's
+            # files in line with the database (after a crash they may be behind).
+            self._reconciled.add(project.path)
+            self._views[project.path].mark([*STATES, BREAKERS])
+        return queue
+
+    def _usable(self, project: Project) -> Queue | None:
+        queue = self._queues.get(project.path)
+        if queue is not None and queue.store.broken:
+            # Its file was deleted or replaced: forget it; the next open starts anew.
+            log.warning("%s", queue.store.broken)
+            self._emit(
+                project.path,
+                ev.QueueStoreLost(file=str(db_path(project)), error=queue.store.broken),
+            )
+            self.forget(project)
+            return None
+        return queue
+
+    def _open(self, project: Project) -> Queue:
         if not Path(project.path).is_dir():
             raise NotFound(f"project folder {project.path} does not exist")
         settings = self._settings
-        db_path = project.loki / "state" / "lokid.db"
+        path = db_path(project)
         try:
-            store = SqliteStore(db_path, settings.durability)
+            _move_old_database(project)
+            store = SqliteStore(path, settings.durability)
         except OSError as exc:
-            raise unavailable_file(f"open {db_path}", exc) from exc
+            raise unavailable_file(f"open {path}", exc) from exc
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open {db_path}: {exc}") from exc
+            raise StoreUnavailable(f"cannot open {path}: {exc}") from exc
         config = self._load_config(project)
         if isinstance(config, str):
             config = BreakerConfigs()
@@ -68,9 +112,10 @@ class QueueArea:
             store.view_reader,
             completed_keep=settings.completed_keep,
             delay=settings.view_delay,
-            import_entries=lambda entries: queue.import_tasks(entries),
+            import_entries=lambda entries, first: queue.import_tasks(entries, first),
             quarantined=lambda path, copy, why: self._quarantined(project, path, copy, why),
             breakers_json=lambda: breakers_file(queue.breakers.snapshot()),
+            run_live=lambda: loki_run.is_live(project.loki),
         )
         queue = Queue(
             project.path,
@@ -83,7 +128,7 @@ class QueueArea:
         self._queues[project.path] = queue
         self._projects[project.path] = project
         self._views[project.path] = views
-        views.mark([*VIEW_FILES, BREAKERS])  # bring the files in line with the database
+        self._live[project.path] = loki_run.is_live(project.loki)
         self._spawn(views.run)
         self._poke.set()
         log.info("opened the queue of %s", project.path)
@@ -92,6 +137,16 @@ class QueueArea:
     def views(self, project: Project) -> ViewWriter:
         self.open(project)
         return self._views[project.path]
+
+    def is_own_write(self, project: Project, path: Path) -> bool:
+        views = self._views.get(project.path)
+        return views is not None and views.is_own_write(path)
+
+    def restore_views(self, project: Project, name: str) -> None:
+        """Someone else wrote a queue file (or a Loki Mode run started or ended): merge
+        lokid's entries back in. Nothing to do for a project with no queue of lokid's."""
+        if self.existing(project) is not None:
+            self._views[project.path].mark([VIEW_FILES[name]])
 
     def lease_set(self, until: float) -> None:
         """A lease that ends before the sweeper's next look wakes it early."""
@@ -141,9 +196,19 @@ class QueueArea:
                     self._sweep(queue, now)
                 except Exception:
                     log.exception("sweeping %s failed", queue.project)
+            self._look_for_runs()
             with trio.move_on_after(max(0.0, self._next_look - time.time()) + 0.001):
                 await self._poke.wait()
             self._poke = trio.Event()
+
+    def _look_for_runs(self) -> None:
+        """A Loki Mode run that started or ended (its pid, not only its files) moves lokid's
+        in-progress entries out of in-progress.json or back in (see files/views.py)."""
+        for path, project in list(self._projects.items()):
+            live = loki_run.is_live(project.loki)
+            if self._live.get(path, live) != live:
+                self._live[path] = live
+                self._views[path].mark(["in-progress"])
 
     def _sweep(self, queue: Queue, now: float) -> None:
         lease = queue.next_lease_deadline()
@@ -163,6 +228,7 @@ class QueueArea:
         """The project's folder went away: close its queue (the next use reopens it)."""
         queue = self._queues.pop(project.path, None)
         self._projects.pop(project.path, None)
+        self._reconciled.discard(project.path)
         views = self._views.pop(project.path, None)
         if views is not None:
             views.close()
@@ -175,8 +241,43 @@ class QueueArea:
         return all(queue.idle() for queue in self._queues.values())
 
     def close(self) -> None:
+        """Write the views still behind (a clean stop leaves them equal to the database),
+        then close every database."""
         for path, queue in self._queues.items():
-            self._views[path].close()
+            views = self._views[path]
+            try:
+                views.flush_now()
+            except Exception:
+                log.exception("could not bring the views of %s up to date", path)
+            views.close()
             queue.store.close()
         self._queues.clear()
         self._projects.clear()
+
+
+def db_path(project: Project) -> Path:
+    return project.loki / "lokid" / "lokid.db"
+
+
+def old_db_path(project: Project) -> Path:
+    """Where lokid before 0.2 kept it: `.loki/state/`, which Loki Mode's checkpoints own."""
+    return project.loki / "state" / "lokid.db"
+
+
+def _move_old_database(project: Project) -> None:
+    """Move a database an older lokid left in `.loki/state/` to `.loki/lokid/`, whole: its
+    WAL is checkpointed into it first, so one rename carries everything."""
+    old, new = old_db_path(project), db_path(project)
+    if not _exists(old) or _exists(new):
+        return
+    store = SqliteStore(old)  # takes the exclusive lock: no other lokid has it open
+    try:
+        store.checkpoint()
+    finally:
+        store.close()
+    new.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(old, new)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{old}{suffix}")
+    log.info("moved %s to %s (Loki Mode's checkpoints restore .loki/state/)", old, new)

@@ -18,14 +18,20 @@ import yaml
 
 from lokid.domain.breaker import BreakerConfig
 from lokid.errors import ConfigError
+from lokid.files.reading import CONFIG_FILE_MAX, FileProblem, read_file
 
 CONFIG_PATH = Path("config") / "circuit-breakers.yaml"  # under .loki/
 
 
+# Durations a breaker may be given: finite, and at most 30 days (an `.inf` or `1e17` would
+# put its half-open time past what a date can hold).
+Duration = Annotated[float, msgspec.Meta(ge=0, le=30 * 24 * 3600)]
+
+
 class BreakerSettings(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     failure_threshold: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-    cooldown_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    half_open_after: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    cooldown_seconds: Duration | None = None
+    half_open_after: Duration | None = None
     half_open_requests: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
 
     def over(self, base: BreakerConfig) -> BreakerConfig:
@@ -66,11 +72,11 @@ def parse_config(text: str, source: str = "circuit-breakers.yaml") -> BreakerCon
 
 def load_config(path: Path) -> BreakerConfigs:
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+        data = read_file(path, CONFIG_FILE_MAX)
+    except FileProblem as exc:
+        raise ConfigError(exc.message) from exc
+    if data is None:
         return BreakerConfigs()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         text = data.decode()
     except UnicodeDecodeError as exc:

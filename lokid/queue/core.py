@@ -9,6 +9,7 @@ whatever a client was told has happened is on disk.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import uuid
@@ -45,6 +46,8 @@ from lokid.wire.queue import (
     TaskState,
 )
 from lokid.wire.times import iso, parse_iso
+
+log = logging.getLogger("lokid.queue")
 
 
 class Claim(NamedTuple):
@@ -114,7 +117,9 @@ class Queue:
         with self.transaction():
             return [self._add(raw, now, f"tasks[{i}]") for i, raw in enumerate(raws)]
 
-    def _add(self, raw: dict[str, Any], now: float, where: str) -> Enqueued:
+    def _add(
+        self, raw: dict[str, Any], now: float, where: str, loki_priority: str | None = None
+    ) -> Enqueued:
         new, extras = parse_new_task(raw, where)
         try:
             key = idempotency_key(new.payload)
@@ -156,10 +161,10 @@ class Queue:
             claimed_by=None,
             rate_limits=0,
             probe=False,
-            doc=task_doc(task),
-            extra=encode_extras(extras),
+            doc=task_doc(task, where),
+            extra=encode_extras(extras, where),
         )
-        self.store.insert(row, deps, key, task.created_at)
+        self.store.insert(row, deps, key, task.created_at, loki_priority)
         self._depended_on.update(deps)
         self._unit.count("pending", task.type, +1)
         self._unit.touch("pending")
@@ -215,19 +220,27 @@ class Queue:
         return row
 
     def expire_leases(self) -> int:
-        """Each lease that ran out is a failed attempt (`lease expired`)."""
+        """Each lease that ran out is a failed attempt (`lease expired`), each in its own
+        transaction: one task that cannot be failed (a bug, a bad value) never rolls back
+        the others' expiry, and is tried again at the next sweep."""
         now = self.clock()
-        due = sorted(
-            (until, task_id) for task_id, until in self._unit.leases.items() if until <= now
-        )
-        with self.transaction():
-            rows = [row for _, task_id in due if (row := self.store.get(task_id)) is not None]
-            for row in rows:
-                self._unit.emit(
-                    ev.QueueLeaseExpired(id=row.id, type=row.type, agent=row.claimed_by)
-                )
-                self._fail_row(row, "lease expired", None, now)
-        return len(rows)
+        leases = self._unit.leases
+        due = sorted((until, task_id) for task_id, until in leases.items() if until <= now)
+        expired = 0
+        for _, task_id in due:
+            try:
+                with self.transaction():
+                    row = self.store.get(task_id)
+                    if row is None or row.state != "in-progress":
+                        self._unit.lease(task_id, None)
+                        continue
+                    lost = ev.QueueLeaseExpired(id=row.id, type=row.type, agent=row.claimed_by)
+                    self._unit.emit(lost)
+                    self._fail_row(row, "lease expired", None, now)
+                expired += 1
+            except Exception:
+                log.exception("expiring the lease of %s in %s failed", task_id, self.project)
+        return expired
 
     def next_lease_deadline(self) -> float | None:
         return min(self._unit.leases.values(), default=None)
@@ -365,7 +378,9 @@ class Queue:
         try:
             after = int(cursor) if cursor else 0
         except ValueError:
-            raise InvalidParams(f"cursor {cursor!r} is not one this daemon gave out") from None
+            after = -1
+        if not 0 <= after < 2**63:
+            raise InvalidParams(f"cursor {cursor!r} is not one this daemon gave out")
         rows = self.store.page(state, task_type, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -421,11 +436,13 @@ class Queue:
 
     # -- import ------------------------------------------------------------------------
 
-    def import_tasks(self, entries: list[Any]) -> tuple[int, int, list[str]]:
-        """Tasks Loki Mode's tools wrote into pending.json; idempotent by id.
+    def import_tasks(self, entries: list[Any], first: int = 0) -> tuple[int, int, list[str]]:
+        """Tasks Loki Mode's tools wrote into pending.json; idempotent by id (`first` is the
+        index of `entries[0]` in the file, for messages).
 
         Returns (imported, skipped, problems): an entry that cannot be a task is
-        skipped and described, never half-imported.
+        skipped and described, never half-imported. lokid's own entries (marked
+        `managedBy: lokid`) and tasks deleted for good are never taken back.
         """
         now = self.clock()
         imported = skipped = 0
@@ -433,15 +450,19 @@ class Queue:
         ids = [e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)]
         with self.transaction():
             known = self.store.states_of(ids)
-            for index, entry in enumerate(entries):
+            gone = self.store.deleted(ids)
+            for index, entry in enumerate(entries, start=first):
                 if not isinstance(entry, dict):
                     problems.append(f"entry {index} is not an object")
                     continue
-                if isinstance(entry.get("id"), str) and entry["id"] in known:
+                task_id = entry.get("id")
+                seen = isinstance(task_id, str) and (task_id in known or task_id in gone)
+                if entry.get("managedBy") == "lokid" or seen:
                     skipped += 1
                     continue
                 try:
-                    result = self._add(from_loki(entry, known), now, f"entry {index}")
+                    task, loki_priority = from_loki(entry, known)
+                    result = self._add(task, now, f"entry {index}", loki_priority)
                 except (InvalidParams, Conflict) as exc:
                     problems.append(exc.message)
                     continue

@@ -21,17 +21,30 @@ from lokid.wire.queue import NEW_TASK_FIELDS, TASK_FIELDS, NewTask, Task
 _encode = msgspec.json.Encoder().encode
 decode_task = msgspec.json.Decoder(Task).decode
 
-# Keys of Loki Mode's own task files that describe state lokid owns; not kept as extras.
-_OWNED_EXTRAS = frozenset({"status"})
+# Keys of Loki Mode's own task files that describe state lokid owns, or that lokid's files
+# set on its entries: not kept as extras (a view writes them afresh).
+_OWNED_EXTRAS = frozenset({"status", "managedBy", "lokidPriority"})
 
 
-def task_doc(task: Task) -> bytes:
-    """A task as stored: its JSON document."""
-    return _encode(task)
+def task_doc(task: Task, where: str = "task") -> bytes:
+    """A task as stored: its JSON document (`InvalidParams` for what JSON cannot hold)."""
+    try:
+        return _encode(task)
+    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        raise InvalidParams(f"{where}: {_unencodable(exc)}") from exc
 
 
-def encode_extras(extras: dict[str, Any]) -> bytes | None:
-    return _encode(extras) if extras else None
+def encode_extras(extras: dict[str, Any], where: str = "task") -> bytes | None:
+    if not extras:
+        return None
+    try:
+        return _encode(extras)
+    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        raise InvalidParams(f"{where}: {_unencodable(exc)}") from exc
+
+
+def _unencodable(exc: Exception) -> str:
+    return f"not something a JSON task can hold (map keys must be strings): {exc}"
 
 
 def wire_task(task: Task, extra: bytes | None) -> Any:
@@ -62,15 +75,18 @@ def priority(value: int | str, where: str) -> int:
         raise InvalidParams(f"{where}: {exc}") from exc
 
 
-def from_loki(entry: dict[str, Any], known: dict[str, str]) -> dict[str, Any]:
-    """A task as Loki Mode's tools write it, made acceptable to `queue.enqueue`.
+def from_loki(entry: dict[str, Any], known: dict[str, str]) -> tuple[dict[str, Any], str | None]:
+    """A task as Loki Mode's tools write it, made acceptable to `queue.enqueue`, and its
+    priority as Loki Mode wrote it when that was a name (`"high"`), which its files keep.
 
     Missing type becomes `general`; string priorities are mapped; dependencies on
     tasks lokid has never seen are dropped (an import must not lose the task).
     """
     task = dict(entry)
+    given = entry.get("priority")
+    loki_priority = given if isinstance(given, str) and given.strip() else None
     with contextlib.suppress(ValueError):  # a bad one is left for the enqueue to report
-        task["priority"] = normalize_priority(entry.get("priority"))
+        task["priority"] = normalize_priority(given)
     task.setdefault("type", "general")
     if not isinstance(task.get("type"), str) or not task["type"]:
         task["type"] = "general"
@@ -81,8 +97,9 @@ def from_loki(entry: dict[str, Any], known: dict[str, str]) -> dict[str, Any]:
     if not isinstance(task.get("idempotencyKey"), str) and isinstance(entry.get("id"), str):
         # The id is what makes an import idempotent; two Loki tasks with equal
         # payloads but different ids are different tasks.
-        task["idempotencyKey"] = idempotency_key({"id": entry["id"], **task["payload"]})
-    return task
+        with contextlib.suppress(ValueError):  # a payload JSON cannot hold: _add says so
+            task["idempotencyKey"] = idempotency_key({"id": entry["id"], **task["payload"]})
+    return task, loki_priority
 
 
 class _FileBreaker(msgspec.Struct, rename="camel"):

@@ -38,9 +38,15 @@ class BreakerRow:
 
 
 class ViewReader(Protocol):
-    def read(self, state: str, newest: int | None = None) -> bytes:
-        """One state's tasks as the JSON array its view file holds (the newest N, when
-        given), oldest first, extra fields included."""
+    """What the view writer reads, in its own thread, apart from the writer's connection."""
+
+    def read(self, state: str, status: str, newest: int | None = None) -> bytes:
+        """One state's tasks as lokid's block of its view file: JSON objects separated by
+        commas, oldest first (the newest N, when given), each with its extra fields,
+        `status` set to `status`, `priority` as a name, `lokidPriority` and `managedBy`."""
+
+    def known(self, ids: list[str]) -> set[str]:
+        """Which of `ids` are (or were, before a delete) lokid's tasks."""
 
     def close(self) -> None: ...
 
@@ -63,9 +69,21 @@ class QueueStore(Protocol):
     def live_id_for_key(self, key: str) -> str | None: ...
     def hold_key(self, key: str, task_id: str) -> None: ...
     def release_key(self, key: str, task_id: str) -> None: ...
-    def insert(self, row: TaskRow, dependencies: list[str], idem: str, created: str) -> int: ...
+    def insert(
+        self,
+        row: TaskRow,
+        dependencies: list[str],
+        idem: str,
+        created: str,
+        loki_priority: str | None = None,
+    ) -> int:
+        """A new task; `loki_priority` is a story's priority as Loki Mode wrote it."""
+
     def update(self, row: TaskRow) -> None: ...
-    def delete(self, task_id: str) -> None: ...
+    def delete(self, task_id: str) -> None:
+        """Gone for good; the id is remembered (`deleted`) so no old file brings it back."""
+
+    def deleted(self, ids: Iterable[str]) -> set[str]: ...
     def next_candidate(self, task_types: list[str], now: float) -> TaskRow | None:
         """The task a claim takes among these types: eligible, highest priority, oldest."""
 

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
 
-from lokid.domain.queue import CLAIM_ORDER_SQL, claim_key
+from lokid.domain.queue import CLAIM_ORDER_SQL, PRIORITY_BANDS, claim_key
 from lokid.errors import StoreUnavailable
 from lokid.store.base import BreakerRow, TaskRow
 
-SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+SCHEMA_VERSION = 2
 
 # Every index costs each claim and completion one more B-tree page in the commit, so
 # the tasks table keeps only the claim index and the small blocked-task index. Leases
@@ -43,7 +47,8 @@ CREATE TABLE tasks (
     probe        INTEGER NOT NULL DEFAULT 0,
     created      TEXT NOT NULL,
     doc          BLOB NOT NULL,
-    extra        BLOB
+    extra        BLOB,
+    loki_priority TEXT  -- a story's priority as Loki Mode wrote it ("high"), for its files
 );
 CREATE INDEX tasks_ready ON tasks(type, priority DESC, seq)
     WHERE state = 'pending' AND deps_left = 0;
@@ -73,7 +78,20 @@ CREATE TABLE breakers (
     forced       INTEGER NOT NULL DEFAULT 0,
     reason       TEXT
 );
+
+-- Ids of tasks deleted for good: an old copy of a view can never bring one back.
+CREATE TABLE tombstones (
+    id TEXT PRIMARY KEY
+) WITHOUT ROWID;
 """
+
+# Schema upgrades, each from the version before it, in one transaction.
+_UPGRADES = {
+    2: """
+ALTER TABLE tasks ADD COLUMN loki_priority TEXT;
+CREATE TABLE tombstones (id TEXT PRIMARY KEY) WITHOUT ROWID;
+""",
+}
 
 _COLUMNS = (
     "seq, id, state, type, priority, available_at, deps_left, lease_until, claimed_by, "
@@ -116,12 +134,51 @@ def _uri(path: Path, *options: str) -> str:
     return "file:" + quote(str(path)) + "?" + "&".join(("vfs=unix-excl", *options))
 
 
+def _outside(exc: BaseException) -> bool:
+    """An error of the file or the machine (full, read-only, corrupt, I/O), not of lokid's
+    own statements (those are bugs and must look like bugs)."""
+    return type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError)
+
+
+def _reading(method: Callable[..., T]) -> Callable[..., T]:
+    """A read outside a transaction: a file problem is `unavailable`, as in one."""
+
+    @functools.wraps(method)
+    def read(self: SqliteStore, *args: Any) -> T:
+        try:
+            return method(self, *args)
+        except sqlite3.DatabaseError as exc:
+            if not _outside(exc):
+                raise
+            raise self._unavailable(exc) from exc
+
+    return read
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _in_chunks(db: sqlite3.Connection, sql: str, ids: Iterable[str]) -> list[Any]:
+    """`sql` (with `IN ({})`) over `ids` in chunks SQLite's parameter limit allows."""
+    ids = list(ids)
+    rows: list[Any] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows += db.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall()
+    return [r[0] if len(r) == 1 else r for r in rows]
+
+
 class SqliteStore:
-    """One database file per project, `.loki/state/lokid.db`."""
+    """One database file per project, `.loki/lokid/lokid.db`."""
 
     def __init__(self, path: Path, durability: str = "normal") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.broken: str | None = None  # why the file can no longer be trusted
         self._db = sqlite3.connect(
             _uri(path), uri=True, isolation_level=None, check_same_thread=False, timeout=0
         )
@@ -142,20 +199,43 @@ class SqliteStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._depth = 0
         self._migrate()
+        self._identity = self._files()
+
+    # -- the file under us -------------------------------------------------------------
+
+    def _files(self) -> tuple[int | None, int | None]:
+        """The inodes of the database and its WAL as they are on disk now (None: gone)."""
+        return _inode(self.path), _inode(Path(f"{self.path}-wal"))
+
+    def check_files(self) -> None:
+        """Refuse to go on with a database file that was deleted or replaced under us (say
+        `rm -rf .loki`, or a checkpoint copied over it): what we write would land in a file
+        no one will ever read again. Called after each commit, before its reply."""
+        if self.broken is None and self._files() != self._identity:
+            self.broken = (
+                f"the state database {self.path} (or its -wal) was deleted or replaced "
+                "while lokid had it open; nothing more is written into it"
+            )
+        if self.broken is not None:
+            raise StoreUnavailable(self.broken, {"file": str(self.path)})
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
-        if version != 0:
+        if version > SCHEMA_VERSION:
             raise StoreUnavailable(
                 f"{self.path} has schema version {version}; this lokid knows {SCHEMA_VERSION} "
                 "(a newer lokid wrote it: upgrade lokid)",
                 {"schema": version},
             )
-        # One script, one transaction: a crash mid-way leaves version 0 and no tables.
+        # One script, one transaction: a crash mid-way leaves the version it started from.
+        if version == 0:
+            script = _SCHEMA
+        else:
+            script = "".join(_UPGRADES[v] for v in range(version + 1, SCHEMA_VERSION + 1))
         self._db.executescript(
-            f"BEGIN IMMEDIATE; {_SCHEMA}; PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+            f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
         )
 
     @contextmanager
@@ -168,6 +248,8 @@ class SqliteStore:
             finally:
                 self._depth -= 1
             return
+        if self.broken is not None:
+            raise StoreUnavailable(self.broken, {"file": str(self.path)})
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -176,24 +258,29 @@ class SqliteStore:
         try:
             yield
             self._db.execute("COMMIT")
+            self.check_files()
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError):
+            if _outside(exc):
                 raise self._unavailable(exc) from exc
             raise
         finally:
             self._depth = 0
 
-    def _unavailable(self, exc: sqlite3.OperationalError) -> StoreUnavailable:
-        """A full disk, an I/O error or a read-only file: the client is told, nothing is
-        half-done (the transaction was rolled back), and lokid carries on."""
+    def _unavailable(self, exc: sqlite3.DatabaseError) -> StoreUnavailable:
+        """A full disk, an I/O error, a read-only or corrupt file: the client is told,
+        nothing is half-done (the transaction was rolled back), and lokid carries on."""
         return StoreUnavailable(
             f"the state database {self.path}: {exc}", {"sqlite": exc.sqlite_errorname}
         )
 
     def close(self) -> None:
         self._db.close()
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file and empty it (before moving the file)."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def view_reader(self) -> SqliteViewReader:
         """A separate read-only connection for the view writer's thread (WAL lets it read
@@ -204,20 +291,16 @@ class SqliteStore:
 
     # -- tasks ---------------------------------------------------------------------------
 
+    @_reading
     def get(self, task_id: str) -> TaskRow | None:
         r = self._db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return None if r is None else _row(r)
 
+    @_reading
     def states_of(self, ids: Iterable[str]) -> dict[str, str]:
-        ids = list(ids)
-        out: dict[str, str] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT id, state FROM tasks WHERE id IN ({marks})"
-            out.update(self._db.execute(sql, chunk).fetchall())
-        return out
+        return dict(_in_chunks(self._db, "SELECT id, state FROM tasks WHERE id IN ({})", ids))
 
+    @_reading
     def live_id_for_key(self, key: str) -> str | None:
         r = self._db.execute("SELECT task_id FROM live_keys WHERE idem = ?", (key,)).fetchone()
         return None if r is None else r[0]
@@ -228,15 +311,22 @@ class SqliteStore:
     def release_key(self, key: str, task_id: str) -> None:
         self._db.execute("DELETE FROM live_keys WHERE idem = ? AND task_id = ?", (key, task_id))
 
-    def insert(self, row: TaskRow, dependencies: list[str], idem: str, created: str) -> int:
+    def insert(
+        self,
+        row: TaskRow,
+        dependencies: list[str],
+        idem: str,
+        created: str,
+        loki_priority: str | None = None,
+    ) -> int:
         cur = self._db.execute(
             "INSERT INTO tasks (id, state, type, priority, idem, available_at, deps_left, "
-            "lease_until, claimed_by, rate_limits, probe, created, doc, extra) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "lease_until, claimed_by, rate_limits, probe, created, doc, extra, loki_priority) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.id, row.state, row.type, row.priority, idem, row.available_at,
                 row.deps_left, row.lease_until, row.claimed_by, row.rate_limits,
-                int(row.probe), created, row.doc, row.extra,
+                int(row.probe), created, row.doc, row.extra, loki_priority,
             ),
         )  # fmt: skip
         if dependencies:
@@ -258,9 +348,17 @@ class SqliteStore:
         )  # fmt: skip
 
     def delete(self, task_id: str) -> None:
+        """Gone for good, and remembered as gone (a tombstone)."""
         self._db.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
         self._db.execute("DELETE FROM deps WHERE task_id = ?", (task_id,))
+        self._db.execute("INSERT OR IGNORE INTO tombstones (id) VALUES (?)", (task_id,))
 
+    @_reading
+    def deleted(self, ids: Iterable[str]) -> set[str]:
+        """Which of `ids` were tasks deleted for good."""
+        return set(_in_chunks(self._db, "SELECT id FROM tombstones WHERE id IN ({})", ids))
+
+    @_reading
     def next_candidate(self, task_types: list[str], now: float) -> TaskRow | None:
         """One statement: each type's head from the claim index, then the best of those.
 
@@ -280,6 +378,7 @@ class SqliteStore:
                 best = _row(r)
         return best
 
+    @_reading
     def dependents(self, task_id: str) -> list[TaskRow]:
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM tasks WHERE id IN (SELECT task_id FROM deps WHERE dep_id = ?)",
@@ -295,16 +394,19 @@ class SqliteStore:
             (task_id,),
         )
 
+    @_reading
     def depended_on(self) -> set[str]:
         """The ids some task depends on (one scan, when the queue opens)."""
         return {r[0] for r in self._db.execute("SELECT DISTINCT dep_id FROM deps")}
 
+    @_reading
     def leases(self) -> list[tuple[str, float]]:
         """Every in-progress task's lease (one scan, when the queue opens)."""
         return self._db.execute(
             "SELECT id, lease_until FROM tasks WHERE state = 'in-progress'"
         ).fetchall()
 
+    @_reading
     def page(self, state: str | None, task_type: str | None, after: int, limit: int):
         where, args = ["seq > ?"], [after]
         if state is not None:
@@ -319,16 +421,19 @@ class SqliteStore:
         ).fetchall()
         return [_row(r) for r in rows]
 
+    @_reading
     def counts(self) -> list[tuple[str, str, int]]:
         return self._db.execute(
             "SELECT state, type, count(*) FROM tasks GROUP BY state, type"
         ).fetchall()
 
+    @_reading
     def blocked_by_dependencies(self) -> int:
         return self._db.execute(
             "SELECT count(*) FROM tasks WHERE state = 'pending' AND deps_left > 0"
         ).fetchone()[0]
 
+    @_reading
     def oldest_pending_created(self) -> str | None:
         r = self._db.execute(
             "SELECT created FROM tasks WHERE state = 'pending' ORDER BY seq LIMIT 1"
@@ -337,12 +442,14 @@ class SqliteStore:
 
     # -- breakers ------------------------------------------------------------------------
 
+    @_reading
     def probes_in_flight(self) -> list[tuple[str, int]]:
         return self._db.execute(
             "SELECT type, count(*) FROM tasks WHERE state = 'in-progress' AND probe = 1 "
             "GROUP BY type"
         ).fetchall()
 
+    @_reading
     def breakers(self) -> list[BreakerRow]:
         rows = self._db.execute(
             "SELECT type, state, failures, last_failure, opened_at, half_open_at, forced, reason "
@@ -362,28 +469,54 @@ class SqliteStore:
         )  # fmt: skip
 
 
+# A view entry in Loki Mode's words: the task document with its extra fields spliced in,
+# then `status` (its state, as Loki Mode names it), `priority` (a name: Loki Mode's readers
+# lower-case it), lokid's own number beside it, and the mark that says the entry is lokid's.
+_PRIORITY_NAME = (
+    "CASE "
+    + " ".join(f"WHEN priority >= {lowest} THEN '{name}'" for lowest, name in PRIORITY_BANDS)
+    + f" ELSE '{PRIORITY_BANDS[-1][1]}' END"
+)
+_VIEW_ITEM = (
+    "json_set("
+    "CASE WHEN extra IS NULL OR length(extra) <= 2 THEN doc"
+    " ELSE substr(doc, 1, length(doc) - 1) || ',' || substr(extra, 2) END, "
+    f"'$.status', ?, '$.priority', coalesce(loki_priority, {_PRIORITY_NAME}), "
+    "'$.lokidPriority', priority, '$.managedBy', 'lokid')"
+)
+
+
 class SqliteViewReader:
-    """Reads one state's tasks as the JSON array its view file holds."""
+    """Reads one state's tasks as lokid's block of its view file (see files/queue_files)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
-    def read(self, state: str, newest: int | None = None) -> bytes:
-        """One state's tasks as a JSON array of their documents, oldest first.
+    def read(self, state: str, status: str, newest: int | None = None) -> bytes:
+        """One state's tasks as JSON objects separated by commas (no brackets), oldest
+        first; `status` is the state in Loki Mode's words.
 
-        SQLite builds the array itself, so a view of 100,000 tasks costs the
-        daemon's thread no Python objects and no GIL while it is assembled. Extra
-        fields kept from Loki Mode's files are spliced into each object.
-        """
+        SQLite builds the text itself, so a view of 100,000 tasks costs the daemon's
+        thread no Python objects and no GIL while it is assembled."""
         limit = "" if newest is None else f"ORDER BY seq DESC LIMIT {int(newest)}"
         row = self._db.execute(
-            "SELECT CAST('[' || coalesce(group_concat(item, ','), '') || ']' AS BLOB) FROM ("
-            "  SELECT CASE WHEN extra IS NULL OR length(extra) <= 2 THEN doc"
-            "         ELSE substr(doc, 1, length(doc) - 1) || ',' || substr(extra, 2) END AS item"
-            f"  FROM (SELECT seq, doc, extra FROM tasks WHERE state = ? {limit}) ORDER BY seq)",
-            (state,),
+            f"SELECT CAST(coalesce(group_concat(item, ','), '') AS BLOB) FROM ("
+            f"  SELECT {_VIEW_ITEM} AS item FROM ("
+            f"    SELECT seq, doc, extra, priority, loki_priority FROM tasks"
+            f"    WHERE state = ? {limit}) ORDER BY seq)",
+            (status, state),
         ).fetchone()
         return row[0]
 
+    def known(self, ids: list[str]) -> set[str]:
+        """Which of `ids` are lokid's tasks, or were (deleted for good)."""
+        found = _in_chunks(self._db, "SELECT id FROM tasks WHERE id IN ({})", ids)
+        found += _in_chunks(self._db, "SELECT id FROM tombstones WHERE id IN ({})", ids)
+        return set(found)
+
     def close(self) -> None:
         self._db.close()
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file and empty it (before moving the file)."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

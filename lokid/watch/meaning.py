@@ -17,6 +17,8 @@ class Kind(Enum):
     RUN_FILE = "run-file"  # docker/run.json
     EVENTS_LOG = "events-log"  # events.jsonl
     DASHBOARD = "dashboard"  # dashboard-state.json
+    QUEUE_FILE = "queue-file"  # queue/<state>.json other than pending.json (name: the file)
+    RUN_PID = "run-pid"  # loki.pid or run.pid: a Loki Mode run started or ended
     FOLDER = "folder"  # a folder that holds any of the above, e.g. config/ or signals/
 
 
@@ -30,7 +32,14 @@ _EXACT = {
     ("docker", "run.json"): Kind.RUN_FILE,
     ("events.jsonl",): Kind.EVENTS_LOG,
     ("dashboard-state.json",): Kind.DASHBOARD,
+    ("loki.pid",): Kind.RUN_PID,
+    ("run.pid",): Kind.RUN_PID,
 }
+# Loki Mode's queue files that lokid shares besides pending.json: when someone else writes
+# one, lokid merges its own entries back in (their writers may have dropped them).
+QUEUE_FILES = frozenset(
+    {"in-progress.json", "completed.json", "failed.json", "dead-letter.json", "cancelled.json"}
+)
 
 
 # Folders whose files matter, each watched on its own (not recursively). A folder's
@@ -43,7 +52,8 @@ FOLDERS = frozenset(parts[0] for parts in _EXACT if len(parts) > 1) | {"signals"
 # Its one file of interest is polled by the prober instead.
 POLLED = {("state", "prd-signature.json"): Kind.PRD}
 
-FILES = (*_EXACT, *POLLED)  # every file with a meaning, besides those in signals/
+FILES = (*_EXACT, *POLLED, *(("queue", name) for name in sorted(QUEUE_FILES)))
+# (every file with a meaning, besides those in signals/)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +69,8 @@ def classify(parts: tuple[str, ...]) -> Meaning | None:
         return Meaning(kind)
     if len(parts) == 2 and parts[0] == "signals" and _plain(parts[1]):
         return Meaning(Kind.SIGNAL, parts[1])
+    if len(parts) == 2 and parts[0] == "queue" and parts[1] in QUEUE_FILES:
+        return Meaning(Kind.QUEUE_FILE, parts[1])
     if len(parts) == 1 and parts[0] in FOLDERS:
         return Meaning(Kind.FOLDER, parts[0])
     return None

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from lokid.files.reading import problem
 from lokid.wire.messages import UNDECODABLE
 
 log = logging.getLogger("lokid.watch")
@@ -31,10 +32,11 @@ class Tail:
         self._skipping = False
 
     def start_at_end(self) -> None:
-        """At startup, only what is appended from now on counts."""
+        """At startup, only what is appended from now on counts (a path lokid cannot look at
+        counts as empty: `read` reports the problem when it changes)."""
         try:
             st = os.stat(self.path)
-        except FileNotFoundError:
+        except OSError:
             self._ino, self._offset = None, 0
             return
         self._ino, self._offset = st.st_ino, st.st_size
@@ -42,10 +44,12 @@ class Tail:
     def read(self) -> list[Any]:
         """The records appended since the last call (bad lines are logged and skipped)."""
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             self._ino, self._offset, self._partial = None, 0, b""
             return []
+        except OSError as exc:
+            raise problem(self.path, exc) from exc
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):

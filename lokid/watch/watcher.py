@@ -21,6 +21,8 @@ root implements.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +32,7 @@ import trio
 import watchfiles
 
 from lokid.errors import LokidError
+from lokid.files.reading import is_dir, problem
 from lokid.projects import Project, Projects
 from lokid.watch.ledger import Ledger, folder_contents
 from lokid.watch.meaning import FOLDERS, POLLED, Kind, Meaning, classify
@@ -49,6 +52,9 @@ class Reactions(Protocol):
 
     async def changed(self, project: Project, meaning: Meaning, path: Path) -> None:
         """A file with a meaning appeared, changed or went away."""
+
+    def trouble(self, project: Project, error: str | None) -> None:
+        """The project's files cannot be used (None: they can again)."""
 
     def missing(self, project: Project) -> None:
         """The project's folder disappeared."""
@@ -120,14 +126,19 @@ class Watcher:
         self._settled = trio.Event()
 
     def _targets(self) -> dict[str, Project]:
-        """Each folder to watch -> its project: `.loki/`, and those of FOLDERS that exist."""
+        """Each folder to watch -> its project: `.loki/`, and those of FOLDERS that exist.
+
+        A project whose folders lokid cannot look at (no permission, a symlink loop, a path
+        too long) is left out and its problem reported; every other project is watched."""
         targets: dict[str, Project] = {}
         for project in self._projects.watched():
-            if project.loki.is_dir():
-                targets[str(project.loki)] = project
-                for name in sorted(FOLDERS):
-                    if (folder := project.loki / name).is_dir():
-                        targets[str(folder)] = project
+            try:
+                folders = _folders(project)
+            except OSError as exc:
+                self._reactions.trouble(project, str(problem(project.loki, exc).message))
+                continue
+            self._reactions.trouble(project, None)
+            targets.update(dict.fromkeys(folders, project))
         return targets
 
     async def run(self) -> None:
@@ -217,12 +228,16 @@ class Watcher:
 
     @staticmethod
     def _meaning(targets: dict[str, Project], path: str) -> tuple[Project, Meaning] | None:
-        head, sep, rest = path.partition("/.loki/")
-        project = targets.get(head + "/.loki") if sep else None
-        if project is None:
-            return None
-        meaning = classify(tuple(rest.split("/")))
-        return None if meaning is None else (project, meaning)
+        """The project and meaning of a changed path. The project's own path may hold a
+        `.loki` part (`/x/.loki/app`): its `.loki/` is the last one that is watched."""
+        end = len(path)
+        while (at := path.rfind("/.loki/", 0, end)) >= 0:
+            project = targets.get(path[:at] + "/.loki")
+            if project is not None:
+                meaning = classify(tuple(path[at + len("/.loki/") :].split("/")))
+                return None if meaning is None else (project, meaning)
+            end = at
+        return None
 
     async def _dispatch(self, targets: dict[str, Project], changes: Iterable[tuple]) -> None:
         todo: dict[tuple[str, Meaning], tuple[Project, Path]] = {}
@@ -268,6 +283,7 @@ class Watcher:
 
     async def _probe(self) -> None:
         while True:
+            self._projects.retry_save()
             self.look()
             for project in self._projects.watched():
                 await self._catch_up(project, POLLED)
@@ -276,7 +292,7 @@ class Watcher:
     def look(self) -> None:
         """Notice folders that went missing or came back, and `.loki/` created or deleted."""
         for project in self._projects.watched():
-            now = (project.exists(), project.loki.is_dir())
+            now = (project.exists(), is_dir(project.loki))
             # A project is only ever added while its folder exists.
             before = self._seen.get(project.path, (True, now[1]))
             self._seen[project.path] = now
@@ -290,6 +306,25 @@ class Watcher:
                     self._reactions.restored(project)
         if frozenset(self._targets()) != self._watching:
             self.restart()
+
+
+def _folders(project: Project) -> list[str]:
+    """`.loki/` and its folders that exist; OSError when lokid may not look."""
+    try:
+        if not stat.S_ISDIR(os.stat(project.loki).st_mode):
+            return []
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = [str(project.loki)]
+    for name in sorted(FOLDERS):
+        folder = project.loki / name
+        try:
+            if stat.S_ISDIR(os.stat(folder).st_mode):
+                found.append(str(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    os.listdir(project.loki)  # a folder we may not read is a problem, not a silent gap
+    return found
 
 
 def _report(path: Path, exc: Exception) -> None:

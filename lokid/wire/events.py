@@ -126,6 +126,15 @@ class QueueDeleted(EventData):
     type: str
 
 
+class QueueStoreLost(EventData):
+    """The project's database was deleted or replaced under lokid: the operations that found
+    it so were refused (`unavailable`), and the next one starts a new database on disk."""
+
+    TOPIC: ClassVar[str] = "queue.store-lost"
+    file: str
+    error: str
+
+
 class QueueQuarantined(EventData):
     TOPIC: ClassVar[str] = "queue.quarantined"
     file: str
@@ -173,8 +182,13 @@ class SignalStop(EventData):
 
 
 class SignalStopDone(EventData):
+    """The grace after STOP has passed: `outcome` is `stopped` (lokid stopped `stopped` and
+    deleted STOP), `withdrawn` (STOP was gone by then: the run ended by itself, or someone
+    withdrew it) or `no-run` (no run lokid manages had started before STOP)."""
+
     TOPIC: ClassVar[str] = "signal.stop-done"
     stopped: list[str]
+    outcome: str = "stopped"
 
 
 class SignalPause(EventData):
@@ -224,6 +238,15 @@ class ProjectMissing(EventData):
 class ProjectRestored(EventData):
     TOPIC: ClassVar[str] = "project.restored"
     path: str
+
+
+class ProjectProblem(EventData):
+    """lokid cannot use the project's files (`error`), or can again (`error` nil); it keeps
+    serving every other project."""
+
+    TOPIC: ClassVar[str] = "project.problem"
+    path: str
+    error: str | None
 
 
 # -- runs and images --------------------------------------------------------------------
@@ -297,6 +320,7 @@ EVENT_TYPES: tuple[type[Any], ...] = (
     QueueRequeued,
     QueueDeleted,
     QueueQuarantined,
+    QueueStoreLost,
     BreakerOpened,
     BreakerHalfOpen,
     BreakerClosed,
@@ -310,6 +334,7 @@ EVENT_TYPES: tuple[type[Any], ...] = (
     StatusChanged,
     ProjectMissing,
     ProjectRestored,
+    ProjectProblem,
     ImagePull,
     ImagePruned,
     RunStarted,

@@ -23,6 +23,7 @@ class ProjectInfo(msgspec.Struct, rename="camel"):
     missing: bool
     run: Any = None  # run.status's `run`, or nil
     queue: dict[str, int] | None = None  # counts per state, nil without a .loki/ queue
+    problem: str | None = None  # why lokid cannot use the project's files now
 
 
 class ProjectOne(msgspec.Struct):
@@ -50,12 +51,17 @@ class ProjectStatus(msgspec.Struct, rename="camel"):
     run_error: str | None
     queue: dict[str, int] | None
     breakers: dict[str, Any]
-    dashboard: dict[str, Any] | None
+    dashboard: Any
     events: list[dict[str, Any]]
+    problem: str | None = None
 
 
-class Paused(msgspec.Struct):
+class Paused(msgspec.Struct, omit_defaults=True):
     paused: bool
+    # signal.resume: the files it removed (PAUSE, lokid/PAUSE, PAUSE_AT_CHECKPOINT, STOP).
+    cleared: list[str] = []
+    # signal.pause: what a Loki Mode run will make of it (its perpetual mode removes PAUSE).
+    note: str | None = None
 
 
 class Stopping(msgspec.Struct):

@@ -60,7 +60,8 @@ class NewTask(msgspec.Struct, rename="camel", kw_only=True):
     dependencies: list[str] = msgspec.field(default_factory=list)
     timeout: PositiveSeconds = 3600
     max_retries: Retries = 3
-    backoff_seconds: PositiveSeconds = 60
+    # 0 retries at once (a value users set); at most 30 days, like the other durations.
+    backoff_seconds: Annotated[float, msgspec.Meta(ge=0, le=30 * 24 * 3600)] = 60
 
 
 NEW_TASK_FIELDS = frozenset(f.encode_name for f in msgspec.structs.fields(NewTask))
