@@ -3,18 +3,19 @@
 local model = require("loki.model")
 local render = require("loki.render")
 local ui = require("loki.ui")
-local wire = require("loki.wire")
-local val = wire.val
 
 local M = {}
 
-local function report(what)
+-- Say how request `method` went, in words; then re-read the project (the events that
+-- follow would too, but the user should not wait for them).
+local function report(method, path, what)
   return function(e, r)
     if e then
       ui.notify(what .. " failed: " .. render.err_text(e), vim.log.levels.ERROR)
     else
-      ui.notify(what .. ": " .. (type(r) == "table" and vim.json.encode(r) or tostring(r)))
+      ui.notify(render.result(method, r, path))
     end
+    model.refresh(path)
   end
 end
 
@@ -23,7 +24,7 @@ local function show_task(path, id)
     if e then
       return ui.notify("task " .. id .. ": " .. render.err_text(e), vim.log.levels.ERROR)
     end
-    local buf = ui.scratch("loki://task/" .. id, "lua")
+    local buf = ui.scratch("loki://task/" .. id, "yaml")
     ui.set_lines(buf, render.task_lines(id, r.state, r.task))
     ui.show(buf)
   end)
@@ -42,7 +43,7 @@ end
 local commands = {}
 
 function commands.status(path)
-  local m = model.watch(path)
+  local m = model.watch(path, true)
   local buf = ui.buffer("status", path)
   ui.set_lines(buf, render.status_lines(m))
   ui.show(buf)
@@ -50,7 +51,7 @@ function commands.status(path)
 end
 
 function commands.tasks(path)
-  local m = model.watch(path)
+  local m = model.watch(path, true)
   local buf = ui.buffer("tasks", path)
   map_show_task(buf, path)
   ui.draw_list(m, "tasks")
@@ -59,7 +60,7 @@ function commands.tasks(path)
 end
 
 function commands.dlq(path)
-  local m = model.watch(path)
+  local m = model.watch(path, true)
   local buf = ui.buffer("dlq", path)
   local function decide(method)
     return function()
@@ -67,14 +68,8 @@ function commands.dlq(path)
       if not id then
         return
       end
-      model.client():request(method, { project = path, id = id, note = "from nvim" }, function(e)
-        if e then
-          ui.notify(method .. " " .. id .. ": " .. render.err_text(e), vim.log.levels.ERROR)
-        else
-          ui.notify((method == "dlq.retry" and "retrying " or "deleted ") .. id)
-        end
-        model.refresh(path)
-      end)
+      local params = { project = path, id = id, note = "from nvim" }
+      model.client():request(method, params, report(method, path, method .. " " .. id))
     end
   end
   ui.map(buf, "r", decide("dlq.retry"))
@@ -86,15 +81,12 @@ function commands.dlq(path)
 end
 
 function commands.events(path)
-  local m = model.watch(path)
-  local buf = ui.buffer("events", path)
-  ui.set_lines(buf, render.events_lines(m))
-  ui.show(buf)
+  ui.show_events(model.watch(path, true))
 end
 
 local function signal(name)
   return function(path)
-    model.watch(path)
+    model.watch(path, true)
     local c = model.client()
     c:connect(function(cerr)
       if cerr then
@@ -103,14 +95,11 @@ local function signal(name)
       local method = "signal." .. name
       if not c:has(method) then
         if name == "stop" and c:has("run.stop") then
-          return c:request("run.stop", { project = path }, report("stop"))
+          return c:request("run.stop", { project = path }, report("run.stop", path, "stop"))
         end
         return ui.notify(name .. ": this lokid does not serve " .. method, vim.log.levels.ERROR)
       end
-      c:request(method, { project = path }, function(e, r)
-        report(name)(e, r)
-        model.refresh(path) -- the watcher's event follows too; don't wait for it
-      end)
+      c:request(method, { project = path }, report(method, path, name))
     end)
   end
 end
@@ -120,22 +109,13 @@ commands.pause = signal("pause")
 commands.resume = signal("resume")
 
 function commands.run(path, args)
-  model.watch(path)
+  model.watch(path, true)
   local params = { project = path }
   if #args > 0 then
     params.args = args
   end
   ui.notify("starting a run in " .. path)
-  model.client():request("run.start", params, function(e, r)
-    if e then
-      return ui.notify("run failed: " .. render.err_text(e), vim.log.levels.ERROR)
-    end
-    local port = val(r.port)
-    ui.notify(
-      string.format("run %s started (%s)%s", tostring(r.container), tostring(r.image), port and (" port " .. port) or "")
-    )
-    model.refresh(path)
-  end)
+  model.client():request("run.start", params, report("run.start", path, "run"))
 end
 
 M.names = vim.tbl_keys(commands)

@@ -8,6 +8,8 @@ local model = require("loki.model")
 local render = require("loki.render")
 local ui = require("loki.ui")
 
+local uv = vim.uv or vim.loop -- vim.uv since Neovim 0.10
+
 local M = {}
 
 M.config = config
@@ -29,7 +31,7 @@ end
 function M.project()
   local cwd = vim.fn.getcwd()
   local pwd = vim.env.PWD
-  if pwd and pwd ~= "" and pwd ~= cwd and vim.loop.fs_realpath(pwd) == vim.loop.fs_realpath(cwd) then
+  if pwd and pwd ~= "" and pwd ~= cwd and uv.fs_realpath(pwd) == uv.fs_realpath(cwd) then
     cwd = pwd
   end
   if #cwd > 1 then
@@ -42,7 +44,7 @@ function M.client()
   return model.client()
 end
 
---- Follow a project live (idempotent); returns its model.
+--- Follow a project live (idempotent; in the background: it never starts lokid).
 function M.watch(path)
   return model.watch(path or M.project())
 end
@@ -57,10 +59,30 @@ function M.model(path)
   return model.find(path or M.project())
 end
 
+local function has_loki(path)
+  local st = uv.fs_stat(path .. "/.loki")
+  return st ~= nil and st.type == "directory"
+end
+
 --- A short string for any statusline: state, pending/running counts, open breakers.
---- e.g. "loki:running p3 r1 !eng"; "" when lokid has not been used in this session.
+--- e.g. "loki:running p3 r1 !eng"; "" outside a Loki Mode project (no `.loki/` folder and
+--- no :Loki command yet). The first call in a project follows it: the connection is made
+--- in the background (it never starts lokid) and the statuslines are redrawn when the
+--- state arrives; "loki:offline" until then.
 function M.statusline()
-  return render.statusline(model.find(M.project()), model.connected())
+  local path = M.project()
+  local m = model.find(path)
+  if not m then
+    if not has_loki(path) then
+      return ""
+    end
+    local ok, followed = pcall(model.watch, path)
+    if not ok then
+      return "loki:offline"
+    end
+    m = followed
+  end
+  return render.statusline(m, model.connected())
 end
 
 --- :Loki {sub} [args]

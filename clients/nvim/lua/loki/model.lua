@@ -257,16 +257,22 @@ local function on_event(m, ev)
 end
 
 --- Follow a project live (idempotent): subscribe to all its events; every (re)subscription
---- re-reads its state, so a reconnect or a resync leaves nothing stale.
-function M.watch(path)
+--- re-reads its state, so a reconnect or a resync leaves nothing stale. `asked`: the user
+--- asked for it (a command), so a lokid that is not running may be started; otherwise
+--- (a statusline) the connection is made in the background and never starts lokid.
+function M.watch(path, asked)
   local m = M.get(path)
+  local c = M.client()
   if not m.sub then
-    m.sub = M.client():subscribe({ "*" }, m.path, function(ev)
+    m.sub = c:subscribe({ "*" }, m.path, function(ev)
       on_event(m, ev)
     end, function()
       m.subscribed = (m.subscribed or 0) + 1
       M.refresh(m.path)
     end)
+  end
+  if asked then
+    c:connect()
   end
   return m
 end

@@ -229,6 +229,35 @@ function M.notice(ev)
   return nil
 end
 
+--- A command's result in words (the reply shapes are PROTOCOL.md's).
+function M.result(method, r, path)
+  r = type(r) == "table" and r or {}
+  local name = vim.fn.fnamemodify(path or "", ":t")
+  if method == "signal.pause" then
+    return "Loki pauses in " .. name .. " (.loki/PAUSE written)"
+  elseif method == "signal.resume" then
+    return "Loki resumes in " .. name
+  elseif method == "signal.stop" then
+    return "Loki stops in " .. name .. " (.loki/STOP written)"
+  elseif method == "run.stop" then
+    local names = vim.list_extend(vim.list_extend({}, val(r.stopped) or {}), val(r.removed) or {})
+    return #names > 0 and ("stopped " .. table.concat(names, ", ")) or "no run was up in " .. name
+  elseif method == "run.start" then
+    local port = val(r.port)
+    return string.format(
+      "run %s started (%s)%s",
+      tostring(val(r.container)),
+      tostring(val(r.image)),
+      port and (" on port " .. port) or ""
+    )
+  elseif method == "dlq.retry" then
+    return "task " .. tostring(val(r.id)) .. " is pending again"
+  elseif method == "dlq.delete" then
+    return "task " .. tostring(val(r.id)) .. " deleted"
+  end
+  return method .. ": done"
+end
+
 --- The statusline string: "loki:<state> p<pending> r<running> [!<open breakers>]";
 --- "" for a project not followed; "loki:offline" without a connection or a status.
 function M.statusline(m, connected)
@@ -263,10 +292,88 @@ function M.statusline(m, connected)
   return s
 end
 
---- The task view: one task whole.
+-- The task fields in the order PROTOCOL.md lists them; others follow by name, payload last.
+local TASK_FIELDS = {
+  "id",
+  "type",
+  "priority",
+  "claimedBy",
+  "claimedAt",
+  "createdAt",
+  "availableAt",
+  "timeout",
+  "retries",
+  "maxRetries",
+  "lastError",
+  "dependencies",
+  "idempotencyKey",
+}
+
+local function is_list(t)
+  return vim.tbl_count(t) == #t
+end
+
+local function sorted_keys(t)
+  local keys = vim.tbl_keys(t)
+  table.sort(keys, function(a, b)
+    return tostring(a) < tostring(b)
+  end)
+  return keys
+end
+
+-- `key: value` lines, YAML-like, for one value at `indent`; nil values are left out,
+-- text with line breaks becomes a block, maps and lists of maps nest.
+local function value_lines(out, indent, key, v)
+  v = val(v)
+  if v == nil then
+    return
+  end
+  local pad = string.rep("  ", indent)
+  local head = key and (pad .. key .. ":") or (pad .. "-")
+  if type(v) == "string" and v:find("[\r\n]") then
+    table.insert(out, head .. " |")
+    for _, l in ipairs(vim.split(v, "\r?\n")) do
+      table.insert(out, pad .. "  " .. l)
+    end
+  elseif type(v) ~= "table" then
+    table.insert(out, head .. " " .. tostring(v))
+  elseif next(v) == nil then
+    table.insert(out, head .. " (none)")
+  elseif is_list(v) and vim.tbl_isempty(vim.tbl_filter(function(x)
+    return type(x) == "table"
+  end, v)) then
+    table.insert(out, head .. " " .. table.concat(vim.tbl_map(function(x)
+      return tostring(val(x))
+    end, v), ", "))
+  else
+    table.insert(out, head)
+    if is_list(v) then
+      for _, x in ipairs(v) do
+        value_lines(out, indent + 1, nil, x)
+      end
+    else
+      for _, k in ipairs(sorted_keys(v)) do
+        value_lines(out, indent + 1, tostring(k), v[k])
+      end
+    end
+  end
+end
+
+--- The task view: one task whole, field by field (YAML-like), its state in the title.
 function M.task_lines(id, state, task)
-  local lines = { "-- " .. id .. " (" .. tostring(state) .. ")" }
-  vim.list_extend(lines, vim.split(vim.inspect(task), "\n"))
+  local lines = { "# task " .. id .. " (" .. tostring(val(state)) .. ")", "" }
+  task = type(task) == "table" and task or {}
+  local seen = { payload = true }
+  for _, k in ipairs(TASK_FIELDS) do
+    seen[k] = true
+    value_lines(lines, 0, k, task[k])
+  end
+  for _, k in ipairs(sorted_keys(task)) do
+    if not seen[k] then
+      value_lines(lines, 0, tostring(k), task[k])
+    end
+  end
+  value_lines(lines, 0, "payload", task.payload)
   return lines
 end
 

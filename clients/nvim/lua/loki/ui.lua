@@ -12,16 +12,19 @@ function M.notify(msg, level)
   vim.notify(msg, level or vim.log.levels.INFO, { title = "loki" })
 end
 
+-- Buffer options through vim.bo[buf], which Neovim 0.7 and today's both have (the
+-- per-buffer option functions are deprecated since 0.10; nvim_set_option_value came in 0.8).
 function M.scratch(name, filetype)
   local buf = vim.fn.bufnr(name)
   if buf == -1 or not vim.api.nvim_buf_is_valid(buf) then
     buf = vim.api.nvim_create_buf(true, true)
     vim.api.nvim_buf_set_name(buf, name)
-    vim.api.nvim_buf_set_option(buf, "buftype", "nofile")
-    vim.api.nvim_buf_set_option(buf, "bufhidden", "hide")
-    vim.api.nvim_buf_set_option(buf, "swapfile", false)
-    vim.api.nvim_buf_set_option(buf, "filetype", filetype or "loki")
-    vim.api.nvim_buf_set_option(buf, "modifiable", false)
+    local bo = vim.bo[buf]
+    bo.buftype = "nofile"
+    bo.bufhidden = "hide"
+    bo.swapfile = false
+    bo.filetype = filetype or "loki"
+    bo.modifiable = false
   end
   return buf
 end
@@ -42,13 +45,37 @@ function M.show(buf)
   end
 end
 
+-- Change a read-only buffer: `fn(buf)` runs with it modifiable.
+local function edit(buf, fn)
+  vim.bo[buf].modifiable = true
+  fn(buf)
+  vim.bo[buf].modifiable = false
+end
+
 function M.set_lines(buf, lines)
   if not vim.api.nvim_buf_is_valid(buf) then
     return
   end
-  vim.api.nvim_buf_set_option(buf, "modifiable", true)
-  vim.api.nvim_buf_set_lines(buf, 0, -1, false, lines)
-  vim.api.nvim_buf_set_option(buf, "modifiable", false)
+  edit(buf, function()
+    vim.api.nvim_buf_set_lines(buf, 0, -1, false, lines)
+  end)
+end
+
+-- The windows showing `buf` whose cursor is on its last line: they follow what is added.
+local function at_end(buf)
+  local last = vim.api.nvim_buf_line_count(buf)
+  return vim.tbl_filter(function(win)
+    return vim.api.nvim_win_get_cursor(win)[1] >= last
+  end, vim.fn.win_findbuf(buf))
+end
+
+local function follow(buf, wins)
+  local last = vim.api.nvim_buf_line_count(buf)
+  for _, win in ipairs(wins) do
+    if vim.api.nvim_win_is_valid(win) then
+      vim.api.nvim_win_set_cursor(win, { last, 0 })
+    end
+  end
 end
 
 --- The open buffer of view `kind` for `path`, or nil.
@@ -91,11 +118,22 @@ function M.draw_status(m)
   end
 end
 
+--- Draw the events log; a window whose cursor was on the last line stays on it (a tail).
 function M.draw_events(m)
   local buf = M.buf_for("events", m.path)
   if buf then
+    local wins = at_end(buf)
     M.set_lines(buf, render.events_lines(m))
+    follow(buf, wins)
   end
+end
+
+--- Open the events log with the cursor on its newest line, so the window follows it.
+function M.show_events(m)
+  local buf = M.buffer("events", m.path)
+  M.set_lines(buf, render.events_lines(m))
+  M.show(buf)
+  follow(buf, { vim.api.nvim_get_current_win() })
 end
 
 local function append_event(m, line)
@@ -103,17 +141,21 @@ local function append_event(m, line)
   if not buf then
     return
   end
-  vim.api.nvim_buf_set_option(buf, "modifiable", true)
-  vim.api.nvim_buf_set_lines(buf, -1, -1, false, { line })
-  local n = vim.api.nvim_buf_line_count(buf)
-  if n > config.max_events + 1 then
-    vim.api.nvim_buf_set_lines(buf, 1, n - config.max_events, false, {})
-  end
-  vim.api.nvim_buf_set_option(buf, "modifiable", false)
+  local wins = at_end(buf)
+  edit(buf, function()
+    vim.api.nvim_buf_set_lines(buf, -1, -1, false, { line })
+    local n = vim.api.nvim_buf_line_count(buf)
+    if n > config.max_events + 1 then
+      vim.api.nvim_buf_set_lines(buf, 1, n - config.max_events, false, {})
+    end
+  end)
+  follow(buf, wins)
 end
 
+--- Every window's statusline: each may show loki's state (`redrawstatus` alone redraws
+--- only the current window's).
 function M.redraw_statuslines()
-  vim.cmd("redrawstatus")
+  vim.cmd("redrawstatus!")
 end
 
 -- -- the model's news ---------------------------------------------------------------------
