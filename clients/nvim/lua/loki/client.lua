@@ -68,11 +68,13 @@ function Client:_set_state(what, info)
 end
 
 --- Connect now unless connected or connecting. cb(err) when the attempt settles.
---- This is a connect the user asked for: if nobody answers, `start` runs once and the
---- connect is tried again. The permission lasts for this attempt only (a call while
+--- A connect the user asked for (the default): if nobody answers, `start` runs once and
+--- the connect is tried again. The permission lasts for this attempt only (a call while
 --- connected grants nothing), so a later background reconnect never starts lokid.
-function Client:connect(cb)
-  if self.state ~= "connected" then
+--- opts.start = false: a background connect, which never starts lokid; requests and
+--- subscriptions connect that way.
+function Client:connect(cb, opts)
+  if self.state ~= "connected" and not (opts and opts.start == false) then
     self.may_start = true
   end
   self:_connect(cb)
@@ -332,7 +334,8 @@ function Client:_send_request(method, params, cb)
 end
 
 --- Send a request; cb(err, result) on the main loop. err is {code, message, data?}.
---- Connects first if needed (that never blocks: the request waits for the connection).
+--- Connects first if needed, in the background (it never blocks: the request waits for
+--- the connection; it never starts lokid: call connect() first for that).
 function Client:request(method, params, cb)
   cb = cb or function() end
   if self.state == "connected" then
@@ -341,7 +344,7 @@ function Client:request(method, params, cb)
   table.insert(self.queued, { method = method, params = params, cb = cb })
   if self.state ~= "connecting" then
     self.state = "idle"
-    self:connect()
+    self:_connect()
   end
 end
 

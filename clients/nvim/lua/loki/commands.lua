@@ -20,7 +20,7 @@ local function report(method, path, what)
 end
 
 local function show_task(path, id)
-  model.client():request("queue.get", { project = path, id = id }, function(e, r)
+  model.ask("queue.get", { project = path, id = id }, function(e, r)
     if e then
       return ui.notify("task " .. id .. ": " .. render.err_text(e), vim.log.levels.ERROR)
     end
@@ -69,7 +69,7 @@ function commands.dlq(path)
         return
       end
       local params = { project = path, id = id, note = "from nvim" }
-      model.client():request(method, params, report(method, path, method .. " " .. id))
+      model.ask(method, params, report(method, path, method .. " " .. id))
     end
   end
   ui.map(buf, "r", decide("dlq.retry"))
@@ -115,7 +115,7 @@ function commands.run(path, args)
     params.args = args
   end
   ui.notify("starting a run in " .. path)
-  model.client():request("run.start", params, report("run.start", path, "run"))
+  model.ask("run.start", params, report("run.start", path, "run"))
 end
 
 M.names = vim.tbl_keys(commands)

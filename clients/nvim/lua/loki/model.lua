@@ -144,7 +144,7 @@ local function fetch_status(path, cb)
     else
       done(nil)
     end
-  end)
+  end, { start = false }) -- a refresh is never a reason to start lokid
 end
 
 local function fetch_tasks(path, cb)
@@ -230,6 +230,18 @@ local function refresh_now(m)
   end
   list("tasks", fetch_tasks)
   list("dlq", fetch_dlq)
+end
+
+--- Connect as the user asked (a lokid that is not running may be started), then send
+--- the request; cb(err, result).
+function M.ask(method, params, cb)
+  local c = M.client()
+  c:connect(function(err)
+    if err then
+      return cb(err)
+    end
+    c:request(method, params, cb)
+  end)
 end
 
 --- Re-read the project's state; calls made while a refresh is running fold into one more.
