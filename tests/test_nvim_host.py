@@ -166,7 +166,7 @@ def test_statusline_commands_and_live_buffers(tmp_short: Path, home: Path, term:
 
         # Pause and resume through the files Loki Mode reads.
         term.command("Loki pause")
-        term.wait_text(f"Loki pauses in {project.name} (.loki/PAUSE written)")
+        term.wait_text(f"{project.name} paused (.loki/PAUSE written)")
         term.wait_for("paused", lambda s: statuslines(s) == ["paused p1 r1"] * 4)
         assert (project / ".loki" / "PAUSE").exists()
         term.command("Loki resume")

@@ -324,7 +324,7 @@ function cases.commands()
       return uv.fs_stat(P .. "/.loki/PAUSE") ~= nil
     end)
     wait("said in words", function()
-      return noted("^Loki pauses in proj %(%.loki/PAUSE written%)$")
+      return noted("^proj paused %(%.loki/PAUSE written%)$")
     end)
     local ok = vim.wait(5000, function()
       return loki.statusline():find("^loki:paused") ~= nil

@@ -234,11 +234,11 @@ function M.result(method, r, path)
   r = type(r) == "table" and r or {}
   local name = vim.fn.fnamemodify(path or "", ":t")
   if method == "signal.pause" then
-    return "Loki pauses in " .. name .. " (.loki/PAUSE written)"
+    return name .. " paused (.loki/PAUSE written)"
   elseif method == "signal.resume" then
-    return "Loki resumes in " .. name
+    return name .. " resumed"
   elseif method == "signal.stop" then
-    return "Loki stops in " .. name .. " (.loki/STOP written)"
+    return name .. " stopping (.loki/STOP written)"
   elseif method == "run.stop" then
     local names = vim.list_extend(vim.list_extend({}, val(r.stopped) or {}), val(r.removed) or {})
     return #names > 0 and ("stopped " .. table.concat(names, ", ")) or "no run was up in " .. name
