@@ -160,6 +160,7 @@ def code_server() -> Path:
             npm_config_nodedir="/usr",  # node-gyp builds against Debian's Node headers
             npm_config_yes="true",  # node-pty's postinstall runs `npx node-gyp`
             npm_config_dangerously_allow_all_scripts="true",  # npm 11 asks per package
+            npm_config_unsafe_perm="true",  # its postinstall insists on it under root
         )
         shutil.rmtree(tmp)
 

@@ -193,15 +193,26 @@ export class Workbench {
     return this.page.locator(".part.statusbar").innerText();
   }
 
-  /** Run a command by its title from the command palette (F1). */
+  /** Run a command by its title from the command palette (F1). The palette lists an
+   * extension's commands once the window knows its extensions: until then it is closed
+   * and opened again. */
   async command(title: string): Promise<void> {
-    await this.page.locator(".monaco-workbench").click({ position: { x: 700, y: 400 } });
-    await this.page.keyboard.press("F1");
+    const deadline = Date.now() + STEP_MS;
     const input = this.page.locator(".quick-input-widget .quick-input-box input").first();
-    await input.waitFor({ timeout: STEP_MS });
-    await input.fill(`>${title}`);
     const row = this.page.locator(".quick-input-list .monaco-list-row", { hasText: title }).first();
-    await row.waitFor({ timeout: STEP_MS });
+    for (;;) {
+      await this.page.locator(".monaco-workbench").click({ position: { x: 700, y: 400 } });
+      await this.page.keyboard.press("F1");
+      await input.waitFor({ timeout: STEP_MS });
+      await input.fill(`>${title}`);
+      const found = await row.waitFor({ timeout: 3000 }).then(
+        () => true,
+        () => false,
+      );
+      if (found) break;
+      await input.press("Escape");
+      if (Date.now() > deadline) throw new Error(`the command palette has no "${title}"`);
+    }
     await input.press("Enter");
     await this.page.locator(".quick-input-widget").waitFor({ state: "hidden", timeout: STEP_MS });
   }
