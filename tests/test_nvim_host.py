@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -71,13 +72,23 @@ def nvim_env(home: Path, socket_path: Path, cwd: Path) -> dict[str, str]:
 @pytest.fixture
 def term(tmp_short: Path, request: pytest.FixtureRequest) -> Iterator[Tmux]:
     """Neovim's terminal; its screens are kept in .artifacts/<test>/ (the last one as
-    last.txt, whether the test passed or not)."""
+    last.txt, whether the test passed or not). At the end, whatever answers on the test's
+    socket is stopped, even a lokid the plugin should not have started."""
     need("tmux", shutil.which("tmux") is not None, "tmux is not installed")
     need("nvim", NVIM is not None, "nvim is not installed")
     tmux = Tmux(tmp_short, shots=artifacts(request.node.name))
     yield tmux
     tmux.save("last")
     tmux.kill()
+    stop = [
+        sys.executable,
+        "-m",
+        "lokictl",
+        "--no-spawn",
+        "--socket",
+        str(tmp_short / "run" / "lokid.sock"),
+    ]
+    subprocess.run([*stop, "daemon", "stop"], capture_output=True, timeout=30)
 
 
 def start_nvim(term: Tmux, home: Path, socket_path: Path, cwd: Path) -> None:

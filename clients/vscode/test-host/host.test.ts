@@ -18,15 +18,21 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
+  for (const socket of sockets) await lokictl(socket, "/", "daemon", "stop").catch(() => undefined);
   for (const r of roots) cleanup(r);
 });
 
-/** A scratch folder, a code-server there, and what to stop at the end. */
+const sockets: string[] = [];
+
+/** A scratch folder, a code-server there, and lokid's socket path (whatever answers there
+ * at the end, even a lokid the extension should not have started, is stopped). */
 async function setUp(settings: (root: string) => Record<string, unknown>, opts: { path?: string } = {}) {
   const root = Lokid.tmp();
   roots.push(root);
+  const socket = path.join(root, "run", "lokid.sock");
+  sockets.push(socket);
   const server = await new CodeServer(root).start({ settings: settings(root), path: opts.path });
-  return { root, server, socket: path.join(root, "run", "lokid.sock") };
+  return { root, server, socket };
 }
 
 function lokiProject(root: string, name: string): string {
@@ -256,6 +262,5 @@ test("lokictl found where users install it; never started at activation; the err
     await hangup?.close();
     await wb?.close();
     await server.stop();
-    await lokictl(socket, p, "daemon", "stop").catch(() => undefined);
   }
 });
