@@ -13,10 +13,19 @@ have dockerd || [ -x /usr/sbin/dockerd ] || need+=(docker.io)
 have docker-registry || need+=(docker-registry)
 # (static: it is the whole image; Debian's plain busybox needs the host's libc)
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
-# The editor tests: a headless Neovim (Debian's is 0.7+), Node and npm for the VS Code extension.
+# The editor tests: Neovim (Debian's is 0.7+) headless and in a real terminal (tmux); Node
+# and npm for the VS Code extension, which is also tested in a real VS Code: code-server
+# from npm (its native modules build with g++, make and the Kerberos headers; Debian's rg
+# stands in for the ripgrep it would download) driven through Debian's Chromium.
 have nvim || need+=(neovim)
+have tmux || need+=(tmux)
 have node || need+=(nodejs)
 have npm || need+=(npm)
+have g++ || need+=(g++)
+have make || need+=(make)
+have rg || need+=(ripgrep)
+[ -e /usr/include/gssapi/gssapi.h ] || need+=(libkrb5-dev)
+[ -x /usr/lib/chromium/chromium ] || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if have apt-get && [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${need[*]}"

@@ -1,34 +1,43 @@
 """The Neovim plugin (clients/nvim) in a real headless Neovim against a real lokid.
 
 Each test runs one case of clients/nvim/tests/run.lua; the case waits for conditions with
-deadlines (vim.wait with a predicate) and exits non-zero with the reason on failure.
+deadlines (vim.wait with a predicate) and exits non-zero with the reason on failure. Every
+case runs in two Neovims: Debian's (0.7, the oldest the README promises) and a current one
+(see editorhosts.nvim_current). The plugin in a real terminal: tests/test_nvim_host.py.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from editorhosts import need, nvim_current
 
 from support import Lokid, no_engine, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 NVIM_DIR = ROOT / "clients" / "nvim"
-NVIM = shutil.which("nvim")
-
-pytestmark = pytest.mark.skipif(
-    NVIM is None, reason="nvim not installed (scripts/install-system-deps.sh installs neovim)"
-)
 
 
-def nvim_cmd(case: str) -> list[str]:
-    assert NVIM is not None
+@pytest.fixture(scope="module", params=["debian", "current"])
+def nvim(request: pytest.FixtureRequest) -> str:
+    """The Neovim binary: Debian's (scripts/install-system-deps.sh) or a current one."""
+    if request.param == "debian":
+        found = shutil.which("nvim")
+        need("nvim", found is not None, "nvim is not installed (scripts/install-system-deps.sh)")
+        assert found is not None
+        return found
+    return str(nvim_current())
+
+
+def nvim_cmd(nvim: str) -> list[str]:
     return [
-        NVIM,
+        nvim,
         "--headless",
         "-u",
         "NONE",
@@ -62,9 +71,11 @@ def nvim_env(case: str, socket: Path, project: Path, **extra: str) -> dict[str, 
     return env
 
 
-def run_case(case: str, socket: Path, project: Path, timeout: float = 60, **extra: str) -> str:
+def run_case(
+    nvim: str, case: str, socket: Path, project: Path, timeout: float = 60, **extra: str
+) -> str:
     proc = subprocess.run(
-        nvim_cmd(case),
+        nvim_cmd(nvim),
         cwd=project,
         env=nvim_env(case, socket, project, **extra),
         stdin=subprocess.DEVNULL,
@@ -79,22 +90,24 @@ def run_case(case: str, socket: Path, project: Path, timeout: float = 60, **extr
 @pytest.fixture
 def project(tmp_short: Path) -> Path:
     path = tmp_short / "proj"
-    path.mkdir()
+    (path / ".loki").mkdir(parents=True)
     return path
 
 
-def test_lua_decoder_over_the_shared_vectors(tmp_short: Path) -> None:
+def test_lua_decoder_over_the_shared_vectors(nvim: str, tmp_short: Path) -> None:
     project = tmp_short / "p"
     project.mkdir()
-    out = run_case("vectors", tmp_short / "none.sock", project)
+    out = run_case(nvim, "vectors", tmp_short / "none.sock", project)
     assert "vectors:" in out
 
 
-def test_commands_buffers_live_refresh_and_notifications(tmp_short: Path, project: Path) -> None:
+def test_commands_buffers_live_refresh_and_notifications(
+    nvim: str, tmp_short: Path, project: Path
+) -> None:
     # An engine endpoint that does not exist: `:Loki run` must report `unavailable`.
     daemon = Lokid(tmp_short, env=no_engine(tmp_short)).start()
     try:
-        out = run_case("commands", daemon.socket, project)
+        out = run_case(nvim, "commands", daemon.socket, project)
     except AssertionError:
         print(daemon.log()[-5000:])
         raise
@@ -103,16 +116,18 @@ def test_commands_buffers_live_refresh_and_notifications(tmp_short: Path, projec
     assert "ok commands" in out
 
 
-def test_events_log_starts_with_the_projects_recent_events(lokid: Lokid, project: Path) -> None:
-    out = run_case("recent_events", lokid.socket, project)
+def test_events_log_starts_with_the_projects_recent_events(
+    nvim: str, lokid: Lokid, project: Path
+) -> None:
+    out = run_case(nvim, "recent_events", lokid.socket, project)
     assert "skipped" not in out, "lokid serves project.status since issue 6"
 
 
-def test_reconnects_after_lokid_restarts(tmp_short: Path, project: Path) -> None:
+def test_reconnects_after_lokid_restarts(nvim: str, tmp_short: Path, project: Path) -> None:
     daemon = Lokid(tmp_short).start()
     marker = tmp_short / "marker"
     proc = subprocess.Popen(
-        nvim_cmd("reconnect"),
+        nvim_cmd(nvim),
         cwd=project,
         env=nvim_env("reconnect", daemon.socket, project, LOKI_TEST_MARKER=str(marker)),
         stdin=subprocess.DEVNULL,
@@ -138,16 +153,82 @@ def test_reconnects_after_lokid_restarts(tmp_short: Path, project: Path) -> None
         daemon.kill()
 
 
-def test_no_daemon_is_reported_not_blocking(tmp_short: Path, project: Path) -> None:
-    run_case("no_daemon", tmp_short / "nobody.sock", project)
+def test_no_daemon_is_reported_not_blocking(nvim: str, tmp_short: Path, project: Path) -> None:
+    run_case(nvim, "no_daemon", tmp_short / "nobody.sock", project)
 
 
-def test_a_command_starts_lokid_when_it_is_not_running(tmp_short: Path, project: Path) -> None:
+def test_a_command_starts_lokid_when_it_is_not_running(
+    nvim: str, tmp_short: Path, project: Path
+) -> None:
     socket = tmp_short / "run" / "lokid.sock"
     try:
-        run_case("starts_lokid", socket, project)
+        run_case(nvim, "starts_lokid", socket, project)
     finally:
         # The editor's lokid is a detached process of its own: it must be there to stop.
         stop = [sys.executable, "-m", "lokictl", "--socket", str(socket), "--no-spawn"]
         done = subprocess.run([*stop, "daemon", "stop"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_background_reconnects_never_run_the_start_command(nvim: str, tmp_short: Path) -> None:
+    """lokid stopped by SIGTERM; the case then puts a stand-in on its socket path."""
+    daemon = Lokid(tmp_short).start()
+    marker = tmp_short / "marker"
+    project = tmp_short / "p"
+    project.mkdir()
+    env = nvim_env("no_start_on_reconnect", daemon.socket, project, LOKI_TEST_MARKER=str(marker))
+    proc = subprocess.Popen(
+        nvim_cmd(nvim),
+        cwd=project,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(
+            lambda: Path(f"{marker}.ready").exists() or proc.poll() is not None,
+            30,
+            "nvim to connect",
+        )
+        assert proc.poll() is None, proc.communicate()[1]
+        assert daemon.stop() == 0
+        Path(f"{marker}.stopped").touch()
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, f"nvim case failed:\n{stderr}{stdout}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        daemon.kill()
+
+
+def test_close_frees_the_reconnect_timer(nvim: str, tmp_short: Path, project: Path) -> None:
+    run_case(nvim, "timer_closed", tmp_short / "nobody.sock", project)
+
+
+def deprecated_names(doc: str) -> set[str]:
+    """The Lua and API names a Neovim's doc/deprecated.txt lists."""
+    tags = re.findall(r"\*((?:vim\.|nvim_)[\w.]+)(?:\(\))?\*", doc)
+    bullets = re.findall(r"^\s*\u2022 `?((?:vim\.|nvim_)[\w.]+)", doc, re.M)
+    return set(tags) | set(bullets)
+
+
+def test_the_plugin_uses_nothing_current_neovim_deprecates() -> None:
+    """Names from the current Neovim's own deprecated.txt; `new or old` (the old name only
+    where the new one is missing, as on 0.7) is allowed."""
+    doc = nvim_current().parent.parent / "share" / "nvim" / "runtime" / "doc" / "deprecated.txt"
+    names = deprecated_names(doc.read_text())
+    assert {"vim.loop", "nvim_buf_set_option", "vim.tbl_islist"} <= names
+    found = []
+    for path in sorted(NVIM_DIR.rglob("*.lua")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = re.sub(r"--.*$", "", line)
+            code = re.sub(r"\bvim\.[\w.]+ or vim\.[\w.]+", "", code)
+            for name in names:
+                # nvim_* as vim.api.nvim_*; vim.* names whole (vim.loop, not x.vim.loop)
+                before = r"(?<!\w)" if name.startswith("nvim_") else r"(?<![\w.])"
+                if re.search(rf"{before}{re.escape(name)}(?!\w)", code):
+                    found.append(f"{path.relative_to(ROOT)}:{n}: {name}")
+    assert not found, "deprecated in current Neovim:\n" + "\n".join(found)

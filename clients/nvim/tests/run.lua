@@ -4,6 +4,7 @@
 -- Waits are vim.wait with a predicate and a deadline; nothing sleeps and hopes.
 local case = vim.env.LOKI_TEST
 local T = {}
+local uv = vim.uv or vim.loop
 
 local function log(...)
   io.stderr:write(table.concat(vim.tbl_map(tostring, { ... }), " ") .. "\n")
@@ -206,7 +207,11 @@ function cases.commands()
   local loki = require("loki")
   local P = loki.project()
   check(P == vim.env.LOKI_TEST_PROJECT, "project is the cwd: " .. P)
-  check(loki.statusline() == "", "statusline before first use")
+  -- A .loki project: the statusline follows it by itself, offline until lokid answers.
+  check(loki.statusline() == "loki:offline", "statusline before lokid answered: " .. loki.statusline())
+  wait("statusline followed with no command", function()
+    return loki.statusline() == "loki:idle p0 r0"
+  end)
 
   -- :Loki status
   vim.cmd("Loki status")
@@ -240,13 +245,16 @@ function cases.commands()
     return buf_has(tasks, "## in-progress (1)") and buf_has(tasks, "t-live  eng  p5  @a1  ship it")
   end)
 
-  -- <CR> on a task shows it whole
+  -- <CR> on a task shows it whole, field by field
   press_on(tasks, "t-live", "<CR>")
+  local task = "loki://task/t-live"
   wait("task buffer", function()
-    return buf_has("loki://task/t-live", 'claimedBy = "a1"')
+    return buf_has(task, "\nclaimedBy: a1\n")
   end)
-  check(buf_has("loki://task/t-live", "(in-progress)"), buf_text("loki://task/t-live"))
-  check(buf_has("loki://task/t-live", 'goal = "ship it"'), buf_text("loki://task/t-live"))
+  check(buf_has(task, "# task t-live (in-progress)"), buf_text(task))
+  check(buf_has(task, "\npayload:\n  goal: ship it"), buf_text(task))
+  check(buf_has(task, "\npriority: 5\n"), buf_text(task))
+  check(not buf_has(task, "vim.NIL") and not buf_has(task, "lastError"), "nil fields are left out: " .. buf_text(task))
 
   -- :Loki events is a live log
   vim.cmd("Loki events")
@@ -272,7 +280,7 @@ function cases.commands()
   end)
   press_on(dlq, "t-dead", "r")
   wait("retried", function()
-    return noted("retrying t%-dead") and buf_has(dlq, "(none)")
+    return noted("task t%-dead is pending again") and buf_has(dlq, "(none)")
   end)
   wait("retried task pending again", function()
     return buf_has(tasks, "t-dead  qa")
@@ -287,7 +295,7 @@ function cases.commands()
   end)
   press_on(dlq, "t-dead", "D")
   wait("deleted", function()
-    return noted("deleted t%-dead") and buf_has(dlq, "(none)") and not buf_has(tasks, "t-dead")
+    return noted("task t%-dead deleted") and buf_has(dlq, "(none)") and not buf_has(tasks, "t-dead")
   end)
 
   -- breaker opened: a notification and the statusline marker
@@ -313,7 +321,10 @@ function cases.commands()
   if c:has("signal.pause") then
     vim.cmd("Loki pause")
     wait("PAUSE file", function()
-      return vim.loop.fs_stat(P .. "/.loki/PAUSE") ~= nil
+      return uv.fs_stat(P .. "/.loki/PAUSE") ~= nil
+    end)
+    wait("said in words", function()
+      return noted("^proj paused %(%.loki/PAUSE written%)$")
     end)
     local ok = vim.wait(5000, function()
       return loki.statusline():find("^loki:paused") ~= nil
@@ -321,11 +332,11 @@ function cases.commands()
     check(ok, "statusline paused: " .. loki.statusline() .. "\n" .. buf_text(status) .. "\n" .. buf_text(events))
     vim.cmd("Loki resume")
     wait("PAUSE removed", function()
-      return vim.loop.fs_stat(P .. "/.loki/PAUSE") == nil
+      return uv.fs_stat(P .. "/.loki/PAUSE") == nil
     end)
     vim.cmd("Loki stop")
     wait("STOP file", function()
-      return vim.loop.fs_stat(P .. "/.loki/STOP") ~= nil
+      return uv.fs_stat(P .. "/.loki/STOP") ~= nil
     end)
     wait("statusline stopping", function()
       return loki.statusline():find("^loki:stopping") ~= nil
@@ -436,6 +447,69 @@ function cases.starts_lokid()
     return buf_has(buf, require("loki").project())
   end)
   check(not buf_has(buf, "not running"), "no failure shown")
+end
+
+-- A stand-in on `path` that hangs up on every connection and counts them: each one is a
+-- client's connect attempt.
+local function hang_up_server(path)
+  local server = { accepts = 0, pipe = uv.new_pipe(false) }
+  assert(server.pipe:bind(path))
+  server.pipe:listen(16, function()
+    local conn = uv.new_pipe(false)
+    server.pipe:accept(conn)
+    server.accepts = server.accepts + 1
+    conn:close()
+  end)
+  return server
+end
+
+local function exists(path)
+  return uv.fs_stat(path) ~= nil
+end
+
+function cases.no_start_on_reconnect()
+  -- As the VS Code client's test: lokid goes away (pytest stops it), a stand-in takes its
+  -- socket, and the background reconnects it counts never run the start command, although
+  -- connect() was asked again while connected (as every refresh does).
+  local marker = vim.env.LOKI_TEST_MARKER
+  local started = marker .. ".started"
+  local c = require("loki.client").new({ backoff_min = 5, backoff_max = 10, start = { "touch", started } })
+  local connected = false
+  c:connect(function(e)
+    check(e == nil, vim.inspect(e))
+    connected = true
+  end)
+  wait("connected", function()
+    return connected
+  end)
+  c:connect()
+  local hangup = hang_up_server(marker .. ".hangup.sock")
+  assert(io.open(marker .. ".ready", "w")):close()
+  wait("lokid stopped by pytest", function()
+    return exists(marker .. ".stopped") and c.state ~= "connected"
+  end, 20000)
+  assert(os.rename(marker .. ".hangup.sock", c.path))
+  wait("five reconnect attempts", function()
+    return hangup.accepts >= 5
+  end)
+  check(not exists(started), "a background reconnect ran the start command")
+  c:close()
+  hangup.pipe:close()
+end
+
+function cases.timer_closed()
+  -- Nobody there, but a subscription: the client retries in the background on a timer;
+  -- close() frees that libuv handle (a stopped one lives on until it is closed).
+  local c = require("loki.client").new({ socket = vim.env.LOKI_TEST_PROJECT .. "/nobody.sock", backoff_min = 5 })
+  c:subscribe({ "*" }, nil, function() end)
+  wait("a reconnect timer", function()
+    return c.timer ~= nil
+  end)
+  local timer = c.timer
+  c:close()
+  -- Closing, or closed already (then luv refuses to look at it).
+  local ok, closing = pcall(timer.is_closing, timer)
+  check(not ok or closing, "the timer was stopped but not closed")
 end
 
 -- -- run one -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import { EventEmitter } from "node:events";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { findProgram } from "./locate";
 import { classify, encodeNotification, encodeRequest, FrameDecoder, LokidEvent, WireError } from "./wire";
 
 /** The socket path, first match wins (PROTOCOL.md section 1), as lokictl resolves it. */
@@ -41,8 +42,9 @@ export interface ClientOptions {
   name?: string;
   backoffMinMs?: number;
   backoffMaxMs?: number;
-  /** A command (argv, no shell) that starts lokid, run when a connect you asked for finds
-   * nobody; never for a background reconnect. It gets LOKID_SOCKET = our socket path. */
+  /** A command (argv, no shell) that starts lokid, run when connect() finds nobody; never
+   * for a request, a subscription or a background reconnect. A bare program name is looked
+   * for as locate.findProgram says. It gets LOKID_SOCKET = our socket path. */
   start?: string[] | null;
 }
 
@@ -63,6 +65,10 @@ export interface Subscription {
 /**
  * Emits: "connected" (first time), "reconnected", "disconnected" (reason: string),
  * "error" is never emitted (failures reject the requests that met them).
+ *
+ * Only connect() may start lokid: requests and subscriptions connect in the background, and
+ * a client that follows something keeps trying in the background (with backoff) until lokid
+ * is there, so `lokictl daemon stop` stays stopped and a lokid started later is found.
  */
 export class LokidClient extends EventEmitter {
   readonly socketPath: string;
@@ -93,10 +99,12 @@ export class LokidClient extends EventEmitter {
     this.start = opts.start?.length ? opts.start : null;
   }
 
-  /** Connect (idempotent); resolves once hello has answered. If nobody answers and
-   * `start` is set, it runs once and the connect is tried again. */
-  connect(): Promise<void> {
+  /** Connect (idempotent); resolves once hello has answered. This is a connect the user
+   * asked for: if nobody answers and `start` is set, it runs once and the connect is tried
+   * again. `{start: false}`: a background connect, which never starts lokid. */
+  connect(opts: { start?: boolean } = {}): Promise<void> {
     if (this.starting) return this.starting;
+    if (opts.start === false) return this.dial();
     return this.dial().catch((err: LokidError) => {
       if (!this.start || err.code !== "unavailable" || this.state === "closed") throw err;
       this.starting ??= this.startDaemon()
@@ -106,12 +114,23 @@ export class LokidClient extends EventEmitter {
     });
   }
 
+  /** Run the start command. Its failure rejects with `unavailable`; when the program is
+   * not there, `data.startNotFound` names it (so the caller can say which setting to set). */
   private startDaemon(): Promise<void> {
     const [cmd, ...args] = this.start!;
     const env = { ...process.env, LOKID_SOCKET: this.socketPath };
+    const notFound = () =>
+      new LokidError(
+        "unavailable",
+        `${this.notRunning()}; ${cmd} was not found (looked on PATH, in ~/.local/bin and pipx's folders)`,
+        { startNotFound: cmd },
+      );
+    const program = findProgram(cmd);
+    if (!program) return Promise.reject(notFound());
     return new Promise((resolve, reject) => {
-      execFile(cmd, args, { env, timeout: 60_000 }, (failed, stdout, stderr) => {
+      execFile(program, args, { env, timeout: 60_000 }, (failed, stdout, stderr) => {
         if (!failed) return resolve();
+        if ((failed as NodeJS.ErrnoException).code === "ENOENT") return reject(notFound());
         const said = `${stderr}${stdout}`.trim().split("\n").pop();
         const how = typeof failed.code === "number" ? `exited ${failed.code}` : `failed (${failed.message})`;
         reject(new LokidError("unavailable", `${this.notRunning()}; ${cmd} ${how}${said ? `: ${said}` : ""}`));
@@ -170,7 +189,8 @@ export class LokidClient extends EventEmitter {
         if (!opened) {
           this.connecting = null;
           const err = new LokidError("unavailable", this.notRunning());
-          this.state = this.state === "closed" ? "closed" : this.everConnected ? "reconnecting" : "idle";
+          const retry = this.everConnected || this.subs.length > 0;
+          this.state = this.state === "closed" ? "closed" : retry ? "reconnecting" : "idle";
           if (this.state === "reconnecting") this.scheduleReconnect();
           reject(err);
           return;
@@ -246,10 +266,11 @@ export class LokidClient extends EventEmitter {
     return promise;
   }
 
-  /** Send a request (connecting first if needed) and resolve with its result; an error
-   * reply rejects with LokidError. `signal` aborts it with $/cancel. */
+  /** Send a request (connecting first in the background if needed: it never starts lokid)
+   * and resolve with its result; an error reply rejects with LokidError. `signal` aborts it
+   * with $/cancel. */
   async request<T = any>(method: string, params: object = {}, opts: { signal?: AbortSignal } = {}): Promise<T> {
-    if (this.state !== "connected") await this.connect();
+    if (this.state !== "connected") await (this.starting ?? this.dial());
     const promise = this.send(method, params);
     const msgid = promise.msgid!;
     if (opts.signal) {
@@ -291,7 +312,7 @@ export class LokidClient extends EventEmitter {
     const s: Subscription = { topics, project, sub: null, handler, onSubscribed };
     this.subs.push(s);
     if (this.state === "connected") this.subscribeNow(s);
-    else this.connect().catch(() => undefined);
+    else this.dial().catch(() => undefined);
     return s;
   }
 

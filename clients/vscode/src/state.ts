@@ -2,6 +2,7 @@
 // (status, tasks by state, dead letters), the status bar text, the tree, the commands
 // and the notifications. extension.ts only draws it.
 import { EventEmitter } from "node:events";
+import * as path from "node:path";
 import { LokidClient, LokidError, Subscription } from "./client";
 import { LokidEvent } from "./wire";
 
@@ -39,15 +40,43 @@ export interface Notice {
   message: string;
 }
 
+/** A node of the tasks tree: a project (when the workspace has several), a state with its
+ * count, a task. Each knows its project's path, so a command on it knows where it acts. */
 export type TreeNode =
-  | { kind: "state"; state: TaskState; count: number; more: boolean }
-  | { kind: "task"; state: TaskState; task: Task };
+  | { kind: "project"; project: string }
+  | { kind: "state"; project: string; state: TaskState; count: number; more: boolean }
+  | { kind: "task"; project: string; state: TaskState; task: Task };
 
 export function taskTitle(t: Task): string {
   if (typeof t.title === "string" && t.title) return t.title;
   const p = t.payload ?? {};
   for (const k of ["goal", "action", "target"]) if (typeof p[k] === "string") return p[k] as string;
   return "";
+}
+
+/** A command's result in words (the reply shapes are PROTOCOL.md's). */
+export function describeResult(method: string, r: any, project: string): string {
+  const name = path.basename(project);
+  switch (method) {
+    case "signal.pause":
+      return `${name} paused (.loki/PAUSE written)`;
+    case "signal.resume":
+      return `${name} resumed`;
+    case "signal.stop":
+      return `${name} stopping (.loki/STOP written)`;
+    case "run.stop": {
+      const names = [...(r?.stopped ?? []), ...(r?.removed ?? [])];
+      return names.length ? `stopped ${names.join(", ")}` : `no run was up in ${name}`;
+    }
+    case "run.start":
+      return `run ${r?.container} started (${r?.image})${r?.port ? ` on port ${r.port}` : ""}`;
+    case "dlq.retry":
+      return `task ${r?.id} is pending again`;
+    case "dlq.delete":
+      return `task ${r?.id} deleted`;
+    default:
+      return `${method}: done`;
+  }
 }
 
 /** One-line description of a task for a tree item. */
@@ -118,7 +147,13 @@ export class ProjectState extends EventEmitter {
     if (ev.topic !== "run.log" && ev.topic !== "image.pull") void this.refresh();
   }
 
-  /** Re-read status, tasks and dead letters; calls during a refresh fold into one more. */
+  /** The project folder's name. */
+  get name(): string {
+    return path.basename(this.project);
+  }
+
+  /** Re-read status, tasks and dead letters; calls during a refresh fold into one more.
+   * A refresh never starts lokid (connect() first, where the user asked for something). */
   refresh(): Promise<void> {
     if (this.refreshing) {
       this.again = true;
@@ -167,7 +202,7 @@ export class ProjectState extends EventEmitter {
   private async fetchStatus(): Promise<Status> {
     const c = this.client;
     const p = this.project;
-    await c.connect();
+    await c.connect({ start: false });
     if (c.capabilities.has("project.status")) return c.request("project.status", { project: p });
     const [stats, breakers, run] = await Promise.all([
       c.request("queue.stats", { project: p }),
@@ -179,16 +214,26 @@ export class ProjectState extends EventEmitter {
     return { path: p, run: run.run, queue: stats.states, breakers: breakers.breakers, partial: true };
   }
 
-  /** The status bar text: state, pending/running counts, open breakers. */
-  statusText(): string {
+  /** The status bar text: state, pending/running counts, open breakers. `label` is what
+   * names it ("Loki"; with several projects, "Loki <folder>"). */
+  statusText(label = "Loki"): string {
+    return this.statusIcon() + ` ${label}: ` + this.summary();
+  }
+
+  private statusIcon(): string {
+    return this.status && this.client.state === "connected" ? "$(rocket)" : "$(debug-disconnect)";
+  }
+
+  /** "idle · 1 pending · 0 running" (and open breakers), or "offline". */
+  summary(): string {
     const st = this.status;
-    if (!st || this.client.state !== "connected") return "$(debug-disconnect) Loki: offline";
+    if (!st || this.client.state !== "connected") return "offline";
     let state = "idle";
     if (st.stopping) state = "stopping";
     else if (st.paused) state = "paused";
     else if (st.run?.state) state = st.run.state;
     const q = st.queue ?? {};
-    let text = `$(rocket) Loki: ${state} · ${q["pending"] ?? 0} pending · ${q["in-progress"] ?? 0} running`;
+    let text = `${state} · ${q["pending"] ?? 0} pending · ${q["in-progress"] ?? 0} running`;
     const open = Object.entries(st.breakers ?? {})
       .filter(([, b]) => b.state !== "closed")
       .map(([name]) => name)
@@ -222,6 +267,7 @@ export class ProjectState extends EventEmitter {
   roots(): TreeNode[] {
     return STATES.map((state) => ({
       kind: "state",
+      project: this.project,
       state,
       count: this.tasks?.[state]?.length ?? 0,
       more: this.more[state] ?? false,
@@ -230,51 +276,51 @@ export class ProjectState extends EventEmitter {
 
   children(node: TreeNode): TreeNode[] {
     if (node.kind !== "state") return [];
-    return (this.tasks?.[node.state] ?? []).map((task) => ({ kind: "task", state: node.state, task }));
+    return (this.tasks?.[node.state] ?? []).map((task) => ({ kind: "task", project: this.project, state: node.state, task }));
   }
 
-  // -- commands ------------------------------------------------------------------------
+  // -- commands: each is something the user asked for, so each may start lokid ----------
 
-  private async after<T>(p: Promise<T>): Promise<T> {
-    const r = await p;
+  /** Send `method` (connecting as the user asked first), re-read, and say what happened
+   * in words. */
+  private async ask(method: string, params: Record<string, unknown>): Promise<string> {
+    await this.client.connect();
+    const r = await this.client.request(method, { project: this.project, ...params });
     void this.refresh();
-    return r;
+    return describeResult(method, r, this.project);
   }
 
-  startRun(args?: string[]): Promise<any> {
-    const params: Record<string, unknown> = { project: this.project };
-    if (args?.length) params.args = args;
-    return this.after(this.client.request("run.start", params));
+  startRun(args?: string[]): Promise<string> {
+    return this.ask("run.start", args?.length ? { args } : {});
   }
 
   /** STOP through signal.stop when lokid serves it (Loki Mode stops too), else run.stop. */
-  async stopRun(): Promise<any> {
+  async stopRun(): Promise<string> {
     await this.client.connect();
-    const method = this.client.capabilities.has("signal.stop") ? "signal.stop" : "run.stop";
-    return this.after(this.client.request(method, { project: this.project }));
+    return this.ask(this.client.capabilities.has("signal.stop") ? "signal.stop" : "run.stop", {});
   }
 
-  async pause(): Promise<any> {
+  pause(): Promise<string> {
     return this.signal("pause");
   }
 
-  async resume(): Promise<any> {
+  resume(): Promise<string> {
     return this.signal("resume");
   }
 
-  private async signal(name: "pause" | "resume"): Promise<any> {
+  private async signal(name: "pause" | "resume"): Promise<string> {
     await this.client.connect();
     const method = `signal.${name}`;
     if (!this.client.capabilities.has(method))
       throw new LokidError("method_not_found", `this lokid does not serve ${method}`);
-    return this.after(this.client.request(method, { project: this.project }));
+    return this.ask(method, {});
   }
 
-  dlqRetry(id: string, note = "from VS Code"): Promise<any> {
-    return this.after(this.client.request("dlq.retry", { project: this.project, id, note }));
+  dlqRetry(id: string, note = "from VS Code"): Promise<string> {
+    return this.ask("dlq.retry", { id, note });
   }
 
-  dlqDelete(id: string, note = "from VS Code"): Promise<any> {
-    return this.after(this.client.request("dlq.delete", { project: this.project, id, note }));
+  dlqDelete(id: string, note = "from VS Code"): Promise<string> {
+    return this.ask("dlq.delete", { id, note });
   }
 }

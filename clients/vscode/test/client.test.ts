@@ -6,6 +6,7 @@ import * as net from "node:net";
 import * as path from "node:path";
 import { after, before, test } from "node:test";
 import { defaultSocketPath, LokidClient, LokidError } from "../src/client";
+import { findProgram, searchPath } from "../src/locate";
 import { LokidEvent } from "../src/wire";
 import { cleanup, Lokid, project, PYTHON, waitFor } from "./helpers";
 
@@ -73,7 +74,7 @@ test("no daemon: requests reject with unavailable at once", async () => {
 test("no daemon: a failing start command is reported with its last words", async () => {
   const start = ["sh", "-c", "echo cannot start it here >&2; exit 3"];
   const c = new LokidClient({ socketPath: path.join(root, "nobody.sock"), start });
-  await assert.rejects(c.request("ping"), (e: LokidError) => {
+  await assert.rejects(c.connect(), (e: LokidError) => {
     assert.equal(e.code, "unavailable");
     assert.match(e.message, /lokid is not running on .*nobody\.sock; sh exited 3: cannot start it here$/);
     return true;
@@ -88,6 +89,7 @@ test("no daemon: the start command starts lokid and the request gets its answer"
   process.env.XDG_STATE_HOME = path.join(root, "started-state"); // where that lokid logs
   const c = new LokidClient({ socketPath: socket, start });
   try {
+    await c.connect();
     const [a, b] = await Promise.all([c.request("ping"), c.request("daemon.status")]);
     assert.match(a.time, /^\d{4}-/);
     assert.equal(typeof b.pid, "number");
@@ -97,6 +99,65 @@ test("no daemon: the start command starts lokid and the request gets its answer"
     if (stateHome === undefined) delete process.env.XDG_STATE_HOME;
     else process.env.XDG_STATE_HOME = stateHome;
   }
+});
+
+test("no daemon: a start command that is not there says so, naming the program", async () => {
+  const c = new LokidClient({ socketPath: path.join(root, "nobody.sock"), start: ["no-such-lokictl-here", "ping"] });
+  await assert.rejects(c.connect(), (e: LokidError) => {
+    assert.equal(e.code, "unavailable");
+    assert.match(e.message, /no-such-lokictl-here was not found \(looked on PATH, in ~\/\.local\/bin and pipx's folders\)$/);
+    assert.deepEqual(e.data, { startNotFound: "no-such-lokictl-here" });
+    return true;
+  });
+  c.close();
+});
+
+test("requests and subscriptions never run the start command", async () => {
+  const marker = path.join(root, "started-by-request");
+  const c = new LokidClient({ socketPath: path.join(root, "nobody.sock"), start: ["touch", marker] });
+  await assert.rejects(c.request("ping"), (e: LokidError) => e.code === "unavailable");
+  c.subscribe(["*"], null, () => undefined);
+  await assert.rejects(c.connect({ start: false }), (e: LokidError) => e.code === "unavailable");
+  assert.equal(fs.existsSync(marker), false);
+  c.close();
+});
+
+test("a subscription waits in the background for a lokid started later", async () => {
+  const later = new Lokid(path.join(root, "later"));
+  const c = new LokidClient({ socketPath: later.socket, backoffMinMs: 5, backoffMaxMs: 20 });
+  let subscribed = 0;
+  try {
+    c.subscribe(["*"], null, () => undefined, () => subscribed++);
+    await waitFor("a failed first attempt", () => c.state === "reconnecting");
+    await later.start();
+    await waitFor("subscribed once lokid is there", () => subscribed === 1);
+  } finally {
+    c.close();
+    later.kill();
+  }
+});
+
+test("the start program is found on PATH, then in ~/.local/bin and pipx's folders", () => {
+  const home = path.join(root, "home");
+  const bins = ["path-bin", ".local/bin", ".local/share/pipx/venvs/lokid/bin"].map((d) => path.join(home, d));
+  for (const d of bins) fs.mkdirSync(d, { recursive: true });
+  const env = { PATH: bins[0] };
+  assert.deepEqual(searchPath(env, home).slice(0, 3), [bins[0], bins[1], path.join(home, ".local/share/pipx/venvs/lokid/bin")]);
+  assert.equal(findProgram("lokictl", env, home), null);
+  const put = (dir: string, mode = 0o755) => {
+    const file = path.join(dir, "lokictl");
+    fs.writeFileSync(file, "#!/bin/sh\n", { mode });
+    return file;
+  };
+  const inPipx = put(bins[2]);
+  assert.equal(findProgram("lokictl", env, home), inPipx);
+  const inLocal = put(bins[1]);
+  assert.equal(findProgram("lokictl", env, home), inLocal);
+  put(bins[0], 0o644); // not runnable: passed over
+  assert.equal(findProgram("lokictl", env, home), inLocal);
+  fs.chmodSync(path.join(bins[0], "lokictl"), 0o755);
+  assert.equal(findProgram("lokictl", env, home), path.join(bins[0], "lokictl"));
+  assert.equal(findProgram(inPipx, {}, home), inPipx, "a path is taken as given");
 });
 
 test("background reconnects never run the start command", async () => {
@@ -111,7 +172,8 @@ test("background reconnects never run the start command", async () => {
   const marker = path.join(root, "started-by-reconnect");
   const c = new LokidClient({ socketPath: lokid.socket, backoffMinMs: 5, backoffMaxMs: 10, start: ["touch", marker] });
   try {
-    await c.request("ping");
+    await c.connect();
+    await c.connect(); // asked again while connected (as every user command does)
     await lokid.stop();
     fs.renameSync(socket, lokid.socket); // lokid's path now leads to the stand-in
     await waitFor("five reconnect attempts", () => accepts >= 5);

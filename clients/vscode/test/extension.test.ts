@@ -1,6 +1,9 @@
-// extension.ts loaded with a minimal stand-in for the `vscode` module (VS Code itself
-// cannot run here) against a real lokid: it activates, draws the status bar and the
-// tree, follows the queue live and wires the commands.
+// extension.ts loaded with a minimal stand-in for the `vscode` module against a real lokid:
+// a fast check that it activates, draws the status bar and the tree, follows the queue live,
+// wires the commands and disposes what it made. The real thing, in a real VS Code driven by
+// a browser: test-host/host.test.ts (tests/test_vscode_host.py).
+import * as fs from "node:fs";
+import * as path from "node:path";
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { LokidClient } from "../src/client";
@@ -12,7 +15,7 @@ const Module = require("node:module");
 const messages: string[] = [];
 const commands = new Map<string, (...args: any[]) => any>();
 const trees = new Map<string, any>();
-const bar: { text: string; tooltip: string; command?: string; shown: boolean; show(): void; dispose(): void } = {
+const bar: { text: string; tooltip: string; command?: unknown; name?: string; shown: boolean; show(): void; dispose(): void } = {
   text: "",
   tooltip: "",
   shown: false,
@@ -23,6 +26,7 @@ const bar: { text: string; tooltip: string; command?: string; shown: boolean; sh
 };
 let folder = "/nonexistent";
 let treeChanges = 0;
+let emittersDisposed = 0;
 
 const fakeVscode = {
   StatusBarAlignment: { Left: 1, Right: 2 },
@@ -37,11 +41,16 @@ const fakeVscode = {
       treeChanges++;
       for (const l of this.listeners) l(e);
     }
+    dispose() {
+      emittersDisposed++;
+      this.listeners = [];
+    }
   },
   TreeItem: class {
     id?: string;
     contextValue?: string;
     tooltip?: string;
+    description?: string;
     constructor(
       readonly label: string,
       readonly collapsibleState = 0,
@@ -54,6 +63,7 @@ const fakeVscode = {
     getConfiguration: () => ({
       get: (key: string, dflt?: unknown) => (key === "socketPath" ? process.env.TEST_LOKID_SOCKET : dflt),
     }),
+    onDidChangeWorkspaceFolders: () => ({ dispose() {} }),
   },
   window: {
     createStatusBarItem: () => bar,
@@ -70,6 +80,7 @@ const fakeVscode = {
       commands.set(id, fn);
       return { dispose() {} };
     },
+    executeCommand: () => Promise.resolve(),
   },
 };
 
@@ -95,6 +106,7 @@ after(() => {
 
 test("the extension activates, draws and follows lokid live", async () => {
   folder = project(root, "ext");
+  fs.mkdirSync(path.join(folder, ".loki"));
   process.env.TEST_LOKID_SOCKET = lokid.socket;
   const ext = require("../src/extension");
   const subscriptions: { dispose(): void }[] = [];
@@ -126,10 +138,11 @@ test("the extension activates, draws and follows lokid live", async () => {
     const dead = await waitFor("dead-letter node", () => tree.getChildren(tree.getChildren()[3])[0]);
     assert.equal(tree.getTreeItem(dead).contextValue, "task.dead-letter");
     await commands.get("loki.dlqRetry")!(dead);
-    await waitFor("retried", () => messages.some((m) => m.startsWith("info: Loki: retry x2:")));
+    await waitFor("retried", () => messages.includes("info: Loki: task x2 is pending again"));
     await waitFor("back to pending", () => tree.getChildren()[0].count === 2);
   } finally {
     agent.close();
     for (const s of subscriptions) s.dispose();
   }
+  assert.equal(emittersDisposed, 1, "the tree's EventEmitter is disposed with the extension");
 });

@@ -56,12 +56,12 @@ test("the model follows the project live and draws a tree and a status bar", asy
     await waitFor("dead-letter notice", () => notices.find((n) => n.message === "Loki: task d1 (qa) dead-lettered: boom"));
     await waitFor("dlq", () => state.dlq.some((t) => t.id === "d1"));
     assert.ok(state.tasks?.["dead-letter"].some((t) => t.id === "d1"));
-    assert.deepEqual(await state.dlqRetry("d1"), { id: "d1", action: "retry" });
+    assert.equal(await state.dlqRetry("d1"), "task d1 is pending again");
     await waitFor("retried", () => state.dlq.length === 0 && state.tasks?.pending.some((t) => t.id === "d1"));
     await agent.request("queue.claim", { project: p, agent: "a2", capabilities: ["qa"] });
     await agent.request("queue.fail", { project: p, id: "d1", agent: "a2", error: "boom again" });
     await waitFor("dead again", () => state.dlq.some((t) => t.id === "d1"));
-    await state.dlqDelete("d1");
+    assert.equal(await state.dlqDelete("d1"), "task d1 deleted");
     await waitFor("deleted", () => state.dlq.length === 0);
     await assert.rejects(state.dlqDelete("d1"), (e: LokidError) => e.code === "not_found");
     await assert.rejects(state.dlqRetry("t1"), (e: LokidError) => e.code === "conflict");
@@ -77,7 +77,7 @@ test("the model follows the project live and draws a tree and a status bar", asy
 
     // Pause, resume and stop through signal.* when this lokid serves them.
     if (c.capabilities.has("signal.pause")) {
-      await state.pause();
+      assert.equal(await state.pause(), "live paused (.loki/PAUSE written)");
       assert.ok(fs.existsSync(path.join(p, ".loki", "PAUSE")));
       await waitFor("paused", () => state.statusText().startsWith("$(rocket) Loki: paused"));
       await state.resume();

@@ -1,7 +1,7 @@
--- A non-blocking lokid client over a unix socket (vim.loop pipe). Every callback runs on the
+-- A non-blocking lokid client over a unix socket (a libuv pipe). Every callback runs on the
 -- main loop (vim.schedule). Requests are matched to replies by msgid; subscriptions are
 -- remembered and made again after a reconnect.
-local uv = vim.loop
+local uv = vim.uv or vim.loop -- vim.uv since Neovim 0.10; vim.loop before (and deprecated after)
 local wire = require("loki.wire")
 
 local M = {}
@@ -68,9 +68,15 @@ function Client:_set_state(what, info)
 end
 
 --- Connect now unless connected or connecting. cb(err) when the attempt settles.
---- If nobody answers, `start` runs once and the connect is tried again.
-function Client:connect(cb)
-  self.may_start = true
+--- A connect the user asked for (the default): if nobody answers, `start` runs once and
+--- the connect is tried again. The permission lasts for this attempt only (a call while
+--- connected grants nothing), so a later background reconnect never starts lokid.
+--- opts.start = false: a background connect, which never starts lokid; requests and
+--- subscriptions connect that way.
+function Client:connect(cb, opts)
+  if self.state ~= "connected" and not (opts and opts.start == false) then
+    self.may_start = true
+  end
   self:_connect(cb)
 end
 
@@ -161,11 +167,14 @@ function Client:_start_daemon(err)
   return true
 end
 
+--- A connect attempt failed. Keep trying in the background (never starting lokid) once we
+--- have been connected or follow something, so a lokid started later is found.
 function Client:_connect_failed(err)
   if self:_start_daemon(err) then
     return
   end
-  local reconnecting = self.ever_connected and not self.closed_by_user
+  self.may_start = false
+  local reconnecting = (self.ever_connected or #self.subs > 0) and not self.closed_by_user
   self.state = reconnecting and "reconnecting" or "idle"
   local msg = "lokid is not running on " .. self.path .. " (" .. tostring(err) .. ")"
   local queued = self.queued
@@ -325,7 +334,8 @@ function Client:_send_request(method, params, cb)
 end
 
 --- Send a request; cb(err, result) on the main loop. err is {code, message, data?}.
---- Connects first if needed (that never blocks: the request waits for the connection).
+--- Connects first if needed, in the background (it never blocks: the request waits for
+--- the connection; it never starts lokid: call connect() first for that).
 function Client:request(method, params, cb)
   cb = cb or function() end
   if self.state == "connected" then
@@ -334,7 +344,7 @@ function Client:request(method, params, cb)
   table.insert(self.queued, { method = method, params = params, cb = cb })
   if self.state ~= "connecting" then
     self.state = "idle"
-    self:connect()
+    self:_connect()
   end
 end
 
@@ -375,13 +385,15 @@ end
 
 --- Subscribe and stay subscribed across reconnects. Returns a handle for unsubscribe.
 --- handler(event) gets the event params {sub, seq, topic, project, time, data}.
+--- Subscribing connects in the background: it never starts lokid (connect() does).
 function Client:subscribe(topics, project, handler, on_subscribed)
   local s = { topics = topics, project = project, handler = handler, on_subscribed = on_subscribed }
   table.insert(self.subs, s)
   if self.state == "connected" then
     self:_subscribe_now(s)
-  else
-    self:connect()
+  elseif self.state ~= "connecting" then
+    self.state = "idle"
+    self:_connect()
   end
   return s
 end
@@ -404,6 +416,8 @@ function Client:close()
   self.closed_by_user = true
   if self.timer then
     self.timer:stop()
+    self.timer:close() -- a stopped libuv handle still lives until it is closed
+    self.timer = nil
   end
   if self.pipe then
     self:_lost("closed")

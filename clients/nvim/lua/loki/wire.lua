@@ -2,6 +2,8 @@
 -- Pure Lua over vim.mpack; no I/O, so the tests feed it the shared vectors directly.
 local M = {}
 
+local islist = vim.islist or vim.tbl_islist -- vim.islist since Neovim 0.10
+
 M.MAX_FRAME = 16 * 1024 * 1024
 M.NIL = vim.NIL
 
@@ -102,11 +104,11 @@ end
 local function is_map(x)
   -- vim.mpack marks decoded maps with a metatable; empty arrays and maps both come back
   -- as tables, so a table that is not a list (or is empty) counts as a map.
-  return type(x) == "table" and (getmetatable(x) ~= nil or next(x) == nil or not vim.tbl_islist(x))
+  return type(x) == "table" and (getmetatable(x) ~= nil or next(x) == nil or not islist(x))
 end
 
 local function is_list(x)
-  return type(x) == "table" and getmetatable(x) == nil and vim.tbl_islist(x)
+  return type(x) == "table" and getmetatable(x) == nil and islist(x)
 end
 
 local function len(t)
