@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import trio
 
 from lokid import __version__
+from lokid.errors import guarded
 
 log = logging.getLogger("lokid.daemon")
 
@@ -43,7 +44,9 @@ class Area(Protocol):
 
 
 class Spawner:
-    """Starts background work in the daemon's nursery, or once it exists."""
+    """Starts background work in the daemon's nursery, or once it exists. Each piece is
+    guarded: one project's failing work (a view writer, a STOP grace) is logged, and never
+    ends the daemon or anyone else's work."""
 
     def __init__(self) -> None:
         self._nursery: trio.Nursery | None = None
@@ -53,13 +56,17 @@ class Spawner:
         if self._nursery is None:
             self._later.append((fn, args))
         else:
-            self._nursery.start_soon(fn, *args)
+            self._nursery.start_soon(guarded, _name(fn), fn, *args)
 
     def attach(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         for fn, args in self._later:
-            nursery.start_soon(fn, *args)
+            nursery.start_soon(guarded, _name(fn), fn, *args)
         self._later.clear()
+
+
+def _name(fn: Work) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
 
 
 class Lifecycle:

@@ -17,7 +17,7 @@ import trio
 from lokid.docker.area import RunArea
 from lokid.files import signals
 from lokid.files.dashboard import dashboard_status, prd_provenance
-from lokid.files.reading import FileProblem
+from lokid.files.reading import FileProblem, exists
 from lokid.hub import Hub
 from lokid.lifecycle import Spawner
 from lokid.projects import Project
@@ -66,7 +66,7 @@ class Reactions:
 
     async def changed(self, project: Project, meaning: Meaning, path: Path) -> None:
         kind = meaning.kind
-        present = path.exists()
+        present = exists(path)
         if kind is Kind.STOP:
             if present:
                 self._hub.emit(project.path, ev.SignalStop(file="STOP"))

@@ -66,8 +66,17 @@ def short_tmpdir(prefix: str = "lk-") -> Path:
 class Lokid:
     """A `lokid serve` subprocess with its own socket, state folder and log file."""
 
-    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        permissions_apply: bool = False,
+    ) -> None:
         self.root = root
+        # As root, file permissions do not apply; dropping the two capabilities that bypass
+        # them makes lokid meet a folder it may not read as any user would.
+        self.permissions_apply = permissions_apply and os.geteuid() == 0
         self.socket = root / "run" / "lokid.sock"
         self.log_path = root / "lokid.log"
         self.args = args
@@ -82,7 +91,10 @@ class Lokid:
 
     @property
     def cmd(self) -> list[str]:
-        return [sys.executable, "-m", "lokid", "serve", "--socket", str(self.socket), *self.args]
+        serve = [sys.executable, "-m", "lokid", "serve", "--socket", str(self.socket), *self.args]
+        if self.permissions_apply:
+            return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *serve]
+        return serve
 
     def start(self, wait: bool = True) -> Lokid:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child

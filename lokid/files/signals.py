@@ -74,6 +74,8 @@ def signal_content(path: Path) -> Any:
 
 
 def touch(path: Path) -> None:
+    """Create the signal file (an existing one is left as it is). O_NONBLOCK: a FIFO put
+    there would otherwise hold the open until a reader came (ENXIO instead)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     os.close(fd)

@@ -47,7 +47,7 @@ import trio
 from lokid.domain.queue import LOKI_STATUS
 from lokid.errors import BadFile, LokidError
 from lokid.files import queue_files
-from lokid.files.atomic import signature, write_atomic
+from lokid.files.atomic import signature, write_atomic, write_exchanging
 from lokid.files.locks import queue_file_lock
 from lokid.files.quarantine import quarantine
 from lokid.files.reading import QUEUE_FILE_MAX, FileProblem, problem
@@ -72,6 +72,7 @@ RETRY_AFTER_ERROR = 1.0
 ATTEMPTS = 5  # merges of one file, while writers keep changing it
 SETTLE = 0.1  # seconds a file that does not parse is given to finish being written
 SETTLE_TRIES = 10
+SETTLE_AFTER = 0.02  # seconds an in-place writer is given to show itself after our write
 IMPORT_CHUNK = 1000  # tasks imported per transaction: the daemon serves others between
 
 Import = Callable[[list[Any], int], tuple[int, int, list[str]]]
@@ -177,7 +178,10 @@ class ViewWriter:
 
     async def import_now(self) -> tuple[int, int, str | None]:
         """`queue.import`: read pending.json now, under its locks, and import what is new."""
-        return await trio.to_thread.run_sync(self._import_locked)
+        try:
+            return await trio.to_thread.run_sync(self._import_locked)
+        except OSError as exc:  # a queue folder lokid may not enter, a symlink loop, ...
+            raise problem(self.queue_dir, exc) from exc
 
     # -- in a worker thread ------------------------------------------------------------
 
@@ -220,7 +224,12 @@ class ViewWriter:
                 self._busy += time.monotonic() - started
 
     def _merge_into(self, path: Path, state: str, importing: bool) -> None:
-        """Read, merge, write; again from what an unlocked writer wrote meanwhile."""
+        """Read, merge, write; again from what an unlocked writer wrote meanwhile.
+
+        The write exchanges the new file with the one at the path (renameat2), so what a
+        writer put there after our read comes back to us instead of being overwritten; and
+        the file we read stays open, so bytes written into it in place (`open('w')`) after
+        our read are seen too. Either way the merge is done again from their bytes."""
         current = _open_current(path)
         try:
             for _ in range(ATTEMPTS):
@@ -229,20 +238,39 @@ class ViewWriter:
                     self._import_foreign(path, parsed, current.data)
                 ours = queue_files.lokid_entries(parsed, self._db().known)
                 data = queue_files.merge(parsed, ours, self._block(state), path.stem)
-                written = write_atomic(path, data, still=_unchanged(path, current.sig))
-                if written is None:  # replaced before our rename: merge the new one
-                    current.close()
-                    current = _open_current(path)
-                    continue
+                written, displaced = write_exchanging(path, data)
                 self.own_writes[path] = signature(written)
-                if not current.changed_since():
+                theirs = self._written_meanwhile(current, displaced)
+                if theirs is None:
                     return
-                # Written in place after we read it: their bytes are in the file we just
-                # replaced. Merge what they wrote, over our file.
-                current = _reread(current)
+                current.close()
+                current = theirs
             log.info("%s keeps changing; the view waits for the next change", path)
         finally:
             current.close()
+
+    def _written_meanwhile(self, current: _Current, displaced: Path | None) -> _Current | None:
+        """What others wrote since `current` was read, or None when nothing was."""
+        if displaced is not None:
+            try:
+                fd = os.open(displaced, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                try:
+                    replaced = _read_open(displaced, fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(displaced)
+            if replaced.sig != current.sig:
+                return replaced  # someone replaced the file after our read
+            replaced.close()
+        elif current.sig is None:
+            return None  # nothing was there when we read, nor when we wrote
+        # The very file we read: an in-place writer may have written into it, or be
+        # writing right now (`open('w')` truncates, then writes).
+        time.sleep(SETTLE_AFTER)
+        return _reread(current) if current.changed_since() else None
 
     def _block(self, state: str) -> bytes:
         if state == "in-progress" and self._run_live():
@@ -335,18 +363,6 @@ class ViewWriter:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-
-
-def _sig(path: Path) -> Signature | None:
-    try:
-        return signature(os.stat(path))
-    except FileNotFoundError:
-        return None
-
-
-def _unchanged(path: Path, seen: Signature | None) -> Callable[[], bool]:
-    """Checked just before the rename: nobody replaced or rewrote the file meanwhile."""
-    return lambda: _sig(path) == seen
 
 
 def _open_current(path: Path) -> _Current:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import trio
 
@@ -44,12 +44,29 @@ PCall = Call[ProjectApp]
 SETTLE_TIMEOUT = 5.0
 
 
-def _queue_counts(call: PCall, project: Project) -> dict[str, int] | None:
-    """Counts per state; nil for a folder without `.loki/` (read only: nothing created)."""
+class _QueueView(NamedTuple):
+    counts: dict[str, int] | None  # per state; nil for a folder without `.loki/`
+    breakers: dict[str, Any]
+    problem: str | None  # why the queue cannot be read now
+
+
+def _queue_view(call: PCall, project: Project, with_breakers: bool = False) -> _QueueView:
+    """What a status shows of the queue, read only (nothing is created). A queue that
+    cannot be opened (no permission, a broken file) is a problem shown in the status, not
+    an error answering it."""
     if not is_dir(project.loki):
-        return None
-    queue = call.app.queues.existing(project)
-    return queue.stats().states if queue is not None else dict.fromkeys(STATES, 0)
+        return _QueueView(None, {}, project.problem)
+    try:
+        queue = call.app.queues.existing(project)
+        if queue is None:
+            return _QueueView(dict.fromkeys(STATES, 0), {}, project.problem)
+        breakers: dict[str, Any] = {}
+        if with_breakers:
+            with queue.transaction():
+                breakers = dict(queue.breakers.listing(queue.clock()))
+        return _QueueView(queue.stats().states, breakers, project.problem)
+    except LokidError as exc:
+        return _QueueView(None, {}, exc.message)
 
 
 async def _run(call: PCall, project: Project) -> tuple[Any, str | None]:
@@ -63,6 +80,7 @@ async def _run(call: PCall, project: Project) -> tuple[Any, str | None]:
 
 async def _info(call: PCall, project: Project) -> ProjectInfo:
     run, _ = await _run(call, project)
+    queue = _queue_view(call, project)
     return ProjectInfo(
         path=project.path,
         name=project.name,
@@ -70,8 +88,8 @@ async def _info(call: PCall, project: Project) -> ProjectInfo:
         watched=project.watched,
         missing=not project.exists(),
         run=run,
-        queue=_queue_counts(call, project),
-        problem=project.problem,
+        queue=queue.counts,
+        problem=queue.problem,
     )
 
 
@@ -99,11 +117,7 @@ async def status(call: PCall, p: ProjectParams) -> ProjectStatus:
     project = call.app.projects.use(p.project)
     has_loki = is_dir(project.loki)
     run, run_error = await _run(call, project)
-    breakers: dict[str, Any] = {}
-    queue = call.app.queues.existing(project) if has_loki else None
-    if queue is not None:
-        with queue.transaction():
-            breakers = dict(queue.breakers.listing(queue.clock()))
+    queue = _queue_view(call, project, with_breakers=True)
     dashboard = await trio.to_thread.run_sync(
         dashboard_status, project.loki / "dashboard-state.json"
     )
@@ -118,11 +132,11 @@ async def status(call: PCall, p: ProjectParams) -> ProjectStatus:
         signals=signals.signal_names(project.loki),
         run=run,
         run_error=run_error,
-        queue=_queue_counts(call, project),
-        breakers=breakers,
+        queue=queue.counts,
+        breakers=queue.breakers,
         dashboard=dashboard,
         events=list(project.recent),
-        problem=project.problem,
+        problem=queue.problem,
     )
 
 

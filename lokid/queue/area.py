@@ -77,15 +77,16 @@ class QueueArea:
     def _usable(self, project: Project) -> Queue | None:
         queue = self._queues.get(project.path)
         if queue is not None and queue.store.broken:
-            # Its file was deleted or replaced: forget it; the next open starts anew.
-            log.warning("%s", queue.store.broken)
-            self._emit(
-                project.path,
-                ev.QueueStoreLost(file=str(db_path(project)), error=queue.store.broken),
-            )
-            self.forget(project)
+            self.forget(project)  # its file is gone: the next open starts a new database
             return None
         return queue
+
+    def _lost(self, project: Project) -> Callable[[str], None]:
+        def lost(why: str) -> None:
+            log.warning("%s", why)
+            self._emit(project.path, ev.QueueStoreLost(file=str(db_path(project)), error=why))
+
+        return lost
 
     def _open(self, project: Project) -> Queue:
         if not Path(project.path).is_dir():
@@ -94,7 +95,7 @@ class QueueArea:
         path = db_path(project)
         try:
             _move_old_database(project)
-            store = SqliteStore(path, settings.durability)
+            store = SqliteStore(path, settings.durability, self._lost(project))
         except OSError as exc:
             raise unavailable_file(f"open {path}", exc) from exc
         except sqlite3.Error as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +22,8 @@ from urllib.parse import quote
 from lokid.domain.queue import CLAIM_ORDER_SQL, PRIORITY_BANDS, claim_key
 from lokid.errors import StoreUnavailable
 from lokid.store.base import BreakerRow, TaskRow
+
+log = logging.getLogger("lokid.store")
 
 T = TypeVar("T")
 
@@ -144,7 +147,7 @@ def _reading(method: Callable[..., T]) -> Callable[..., T]:
     """A read outside a transaction: a file problem is `unavailable`, as in one."""
 
     @functools.wraps(method)
-    def read(self: SqliteStore, *args: Any) -> T:
+    def read(self: Any, *args: Any) -> T:
         try:
             return method(self, *args)
         except sqlite3.DatabaseError as exc:
@@ -153,6 +156,10 @@ def _reading(method: Callable[..., T]) -> Callable[..., T]:
             raise self._unavailable(exc) from exc
 
     return read
+
+
+def _store_error(path: Path, exc: sqlite3.DatabaseError) -> StoreUnavailable:
+    return StoreUnavailable(f"the state database {path}: {exc}", {"sqlite": exc.sqlite_errorname})
 
 
 def _inode(path: Path) -> int | None:
@@ -175,31 +182,42 @@ def _in_chunks(db: sqlite3.Connection, sql: str, ids: Iterable[str]) -> list[Any
 class SqliteStore:
     """One database file per project, `.loki/lokid/lokid.db`."""
 
-    def __init__(self, path: Path, durability: str = "normal") -> None:
+    def __init__(
+        self,
+        path: Path,
+        durability: str = "normal",
+        on_broken: Callable[[str], None] | None = None,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.durability = durability
         self.broken: str | None = None  # why the file can no longer be trusted
-        self._db = sqlite3.connect(
-            _uri(path), uri=True, isolation_level=None, check_same_thread=False, timeout=0
+        self._on_broken = on_broken or (lambda why: None)
+        self._db = self._connect()
+        self._depth = 0
+        self._migrate()
+        self._identity = self._files()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            _uri(self.path), uri=True, isolation_level=None, check_same_thread=False, timeout=0
         )
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")  # the first statement takes the lock
+            db.execute("PRAGMA journal_mode=WAL")  # the first statement takes the lock
         except sqlite3.OperationalError as exc:
-            self._db.close()
+            db.close()
             if exc.sqlite_errorname != "SQLITE_BUSY":
                 raise
             raise StoreUnavailable(
-                f"{path} is open in another process (another lokid serving this project?)",
+                f"{self.path} is open in another process (another lokid serving this project?)",
                 {"sqlite": exc.sqlite_errorname},
             ) from exc
         # normal: a commit survives a crash of this process (the WAL is in the OS's hands);
         # full: it also survives an OS crash or power loss (fsync on every commit).
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-        self._db.execute("PRAGMA foreign_keys=OFF")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._depth = 0
-        self._migrate()
-        self._identity = self._files()
+        db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
+        db.execute("PRAGMA foreign_keys=OFF")
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
 
     # -- the file under us -------------------------------------------------------------
 
@@ -208,16 +226,39 @@ class SqliteStore:
         return _inode(self.path), _inode(Path(f"{self.path}-wal"))
 
     def check_files(self) -> None:
-        """Refuse to go on with a database file that was deleted or replaced under us (say
-        `rm -rf .loki`, or a checkpoint copied over it): what we write would land in a file
-        no one will ever read again. Called after each commit, before its reply."""
-        if self.broken is None and self._files() != self._identity:
-            self.broken = (
-                f"the state database {self.path} (or its -wal) was deleted or replaced "
-                "while lokid had it open; nothing more is written into it"
-            )
+        """Never acknowledge into a file no one will read again. Called after each commit,
+        before its reply.
+
+        The WAL deleted or replaced (the database file itself intact): what it held is still
+        readable through our open handle, so it is checkpointed into the database file and
+        a new WAL started; nothing acknowledged is lost. The database file deleted or
+        replaced (say `rm -rf .loki`, a copy over it): the operation is refused, and so is
+        every later one on this handle (the area then starts a new database on disk)."""
+        if self.broken is None:
+            db_now, wal_now = self._files()
+            if db_now != self._identity[0]:
+                self.broken = (
+                    f"the state database {self.path} was deleted or replaced while lokid had "
+                    "it open; nothing more is written into it"
+                )
+                self._on_broken(self.broken)
+            elif wal_now != self._identity[1]:
+                self._recover_wal()
         if self.broken is not None:
             raise StoreUnavailable(self.broken, {"file": str(self.path)})
+
+    def _recover_wal(self) -> None:
+        """Fold the lost WAL (still open here) into the database file, then start anew."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()
+            self._db = self._connect()
+            self._identity = self._files()
+        except sqlite3.DatabaseError as exc:
+            self.broken = f"the WAL of {self.path} was deleted and could not be saved: {exc}"
+            self._on_broken(self.broken)
+            return
+        log.warning("%s-wal was deleted or replaced; its contents are saved in the file", self.path)
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -271,9 +312,7 @@ class SqliteStore:
     def _unavailable(self, exc: sqlite3.DatabaseError) -> StoreUnavailable:
         """A full disk, an I/O error, a read-only or corrupt file: the client is told,
         nothing is half-done (the transaction was rolled back), and lokid carries on."""
-        return StoreUnavailable(
-            f"the state database {self.path}: {exc}", {"sqlite": exc.sqlite_errorname}
-        )
+        return _store_error(self.path, exc)
 
     def close(self) -> None:
         self._db.close()
@@ -285,9 +324,12 @@ class SqliteStore:
     def view_reader(self) -> SqliteViewReader:
         """A separate read-only connection for the view writer's thread (WAL lets it read
         while we write)."""
-        db = sqlite3.connect(_uri(self.path, "mode=ro"), uri=True, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout=5000")
-        return SqliteViewReader(db)
+        try:
+            db = sqlite3.connect(_uri(self.path, "mode=ro"), uri=True, check_same_thread=False)
+            db.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.DatabaseError as exc:
+            raise self._unavailable(exc) from exc
+        return SqliteViewReader(db, self.path)
 
     # -- tasks ---------------------------------------------------------------------------
 
@@ -487,11 +529,19 @@ _VIEW_ITEM = (
 
 
 class SqliteViewReader:
-    """Reads one state's tasks as lokid's block of its view file (see files/queue_files)."""
+    """Reads one state's tasks as lokid's block of its view file (see files/queue_files).
+    A corrupt file is `unavailable` here too: the view writer retries, nothing crashes."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
+        self.path = path
 
+    def _unavailable(self, exc: sqlite3.DatabaseError) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the state database {self.path}: {exc}", {"sqlite": exc.sqlite_errorname}
+        )
+
+    @_reading
     def read(self, state: str, status: str, newest: int | None = None) -> bytes:
         """One state's tasks as JSON objects separated by commas (no brackets), oldest
         first; `status` is the state in Loki Mode's words.
@@ -508,6 +558,7 @@ class SqliteViewReader:
         ).fetchone()
         return row[0]
 
+    @_reading
     def known(self, ids: list[str]) -> set[str]:
         """Which of `ids` are lokid's tasks, or were (deleted for good)."""
         found = _in_chunks(self._db, "SELECT id FROM tasks WHERE id IN ({})", ids)

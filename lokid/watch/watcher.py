@@ -32,7 +32,7 @@ import trio
 import watchfiles
 
 from lokid.errors import LokidError
-from lokid.files.reading import is_dir, problem
+from lokid.files.reading import exists, is_dir, problem
 from lokid.projects import Project, Projects
 from lokid.watch.ledger import Ledger, folder_contents
 from lokid.watch.meaning import FOLDERS, POLLED, Kind, Meaning, classify
@@ -269,7 +269,7 @@ class Watcher:
         found += [(("queue", "pending.json"), Meaning(Kind.PENDING))]
         for parts, meaning in found:
             path = project.loki.joinpath(*parts)
-            if path.exists():
+            if exists(path):
                 await self._react_safely(project, meaning, path)
 
     async def _catch_up(self, project: Project, only: Iterable[tuple[str, ...]] | None = None):
