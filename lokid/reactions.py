@@ -80,7 +80,7 @@ class Reactions:
         elif kind is Kind.PENDING:
             views = self._queues.views(project)
             if present and not views.is_own_write(path):
-                imported, skipped, _ = await views.import_now()
+                imported, skipped, _ = await views.import_now(wait=False)
                 log.info(
                     "pending.json changed in %s: imported %d, skipped %d",
                     project.path,

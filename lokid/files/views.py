@@ -36,6 +36,7 @@ import logging
 import os
 import re
 import stat
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,8 +72,13 @@ DUTY = 4  # wait at least DUTY x the last write's cost before the next one
 RETRY_AFTER_ERROR = 1.0
 ATTEMPTS = 5  # merges of one file, while writers keep changing it
 SETTLE = 0.1  # seconds a file that does not parse is given to finish being written
-SETTLE_TRIES = 10
-SETTLE_AFTER = 0.02  # seconds an in-place writer is given to show itself after our write
+SETTLE_TRIES = 5
+QUARANTINE_AFTER = 2.0  # seconds a file must stay bad (unchanged) before it is quarantined
+RACY_NS = 20_000_000  # file timestamps can be as coarse as a kernel tick (up to 10 ms)
+ORPHAN_WATCH = 0.25  # seconds before replaced files are looked at again when all is quiet
+ORPHAN_QUIET = 3.0  # a replaced file left alone this long is no longer watched
+MAX_ORPHANS = 128  # replaced files watched per view file at most
+MAX_COPIES_REMEMBERED = 1024
 IMPORT_CHUNK = 1000  # tasks imported per transaction: the daemon serves others between
 
 Import = Callable[[list[Any], int], tuple[int, int, list[str]]]
@@ -81,20 +87,44 @@ _TMP = re.compile(r"^\..+\.lokid-(\d+)\.tmp$")
 _decode = msgspec.json.decode
 
 
+class Unsettled(BadFile):
+    """A view file that does not parse yet (it may be in the middle of a write)."""
+
+
 class _Current:
     """A view file as lokid read it: its bytes, signature, and the open file (so a write
     into that very inode after lokid's rename can be seen)."""
 
-    __slots__ = ("data", "fd", "sig")
+    __slots__ = ("data", "fd", "quiet_since", "read_ns", "sig")
 
-    def __init__(self, data: bytes, sig: Signature | None, fd: int | None) -> None:
+    def __init__(
+        self, data: bytes, sig: Signature | None, fd: int | None, read_ns: int = 0
+    ) -> None:
         self.data, self.sig, self.fd = data, sig, fd
+        self.read_ns = read_ns or time.time_ns()
+        self.quiet_since = time.monotonic()
 
     def changed_since(self) -> bool:
-        """The inode lokid read was written after it read it."""
+        """The inode lokid read was written after it read it. Its signature says so, except
+        for a write within a timestamp tick of our read (same size): the bytes tell then."""
         if self.fd is None:
             return False
-        return signature(os.fstat(self.fd)) != self.sig
+        st = os.fstat(self.fd)
+        if signature(st) != self.sig:
+            return True
+        if self.read_ns - st.st_mtime_ns > RACY_NS:
+            return False
+        return _read_open(Path(f"/proc/self/fd/{self.fd}"), self.fd).data != self.data
+
+    def refresh(self, path: Path) -> None:
+        """Read again: the same file (an in-place writer may have finished by now)."""
+        if self.fd is None:
+            again = _open_current(path)
+        else:
+            again = _read_open(path, self.fd)
+            self.fd = None
+        self.close()
+        self.data, self.sig, self.fd, self.read_ns = again.data, again.sig, again.fd, again.read_ns
 
     def close(self) -> None:
         if self.fd is not None:
@@ -119,6 +149,8 @@ class ViewWriter:
         self.queue_dir = loki / "queue"
         self._reader_factory = reader
         self._reader: ViewReader | None = None
+        # The writer's thread and `queue.import`'s share the reader: one at a time.
+        self._db_lock = threading.Lock()
         self.completed_keep = completed_keep
         self.delay = delay
         self._import = import_entries
@@ -130,7 +162,12 @@ class ViewWriter:
         self._cost = 0.0
         self._busy = 0.0
         self.own_writes: dict[Path, Signature] = {}
-        self._quarantined_digests: set[str] = set()
+        self._copies: dict[str, str] = {}  # the quarantined copy of each bad content
+        # When lokid first saw each bad file (by signature: a rewrite is a new file).
+        self._bad_since: dict[tuple[Path, Signature | None], float] = {}
+        # Files lokid replaced, kept open until the next merge (see _keep_orphan).
+        self._orphans: dict[Path, list[_Current]] = {}
+        self._recheck: set[str] = set()
         self._retired = False
         self.writes = 0
 
@@ -167,6 +204,12 @@ class ViewWriter:
                 self._dirty |= failed
                 self._wake.set()
                 await trio.sleep(RETRY_AFTER_ERROR)
+            elif self._recheck and not self._dirty:
+                # Look at the files we replaced once more, in a moment: an in-place writer
+                # that opened one before our write may write into it after.
+                await trio.sleep(ORPHAN_WATCH)
+                recheck, self._recheck = self._recheck, set()
+                self.mark(recheck)
 
     def flush_now(self) -> None:
         """Write what is still dirty, here and now (at shutdown: a clean stop leaves the
@@ -176,14 +219,27 @@ class ViewWriter:
             breakers = self._breakers_json() if BREAKERS in dirty else None
             self._write(dirty, breakers, False)
 
-    async def import_now(self) -> tuple[int, int, str | None]:
-        """`queue.import`: read pending.json now, under its locks, and import what is new."""
-        try:
-            return await trio.to_thread.run_sync(self._import_locked)
-        except OSError as exc:  # a queue folder lokid may not enter, a symlink loop, ...
-            raise problem(self.queue_dir, exc) from exc
+    async def import_now(self, wait: bool = True) -> tuple[int, int, str | None]:
+        """Read pending.json now, under its locks, and import what is new. A file that does
+        not parse yet is waited for (`wait`: `queue.import` answers with what became of it,
+        imported or quarantined) or left to the writer, which tries again until it settles."""
+        while True:
+            try:
+                return await trio.to_thread.run_sync(self._import_locked)
+            except Unsettled as exc:
+                if not wait:
+                    log.info("%s; imported when it has", exc)
+                    self.mark({"pending"})
+                    return 0, 0, None
+            except OSError as exc:  # a queue folder lokid may not enter, a symlink loop, ...
+                raise problem(self.queue_dir, exc) from exc
+            await trio.sleep(SETTLE)
 
     # -- in a worker thread ------------------------------------------------------------
+
+    def _known(self, ids: list[str]) -> set[str]:
+        with self._db_lock:
+            return self._db().known(ids)
 
     def _db(self) -> ViewReader:
         if self._reader is None:
@@ -199,6 +255,9 @@ class ViewWriter:
             if state in dirty:
                 try:
                     self._write_file(name, state, importing)
+                except Unsettled as exc:
+                    log.info("%s; will retry", exc)
+                    failed.add(state)
                 except (LokidError, OSError, BadFile) as exc:
                     why = exc.message if isinstance(exc, LokidError) else exc
                     log.warning("could not write %s in %s: %s; will retry", name, self.loki, why)
@@ -226,84 +285,127 @@ class ViewWriter:
     def _merge_into(self, path: Path, state: str, importing: bool) -> None:
         """Read, merge, write; again from what an unlocked writer wrote meanwhile.
 
-        The write exchanges the new file with the one at the path (renameat2), so what a
-        writer put there after our read comes back to us instead of being overwritten; and
-        the file we read stays open, so bytes written into it in place (`open('w')`) after
-        our read are seen too. Either way the merge is done again from their bytes."""
-        current = _open_current(path)
+        The write exchanges the new file with the one at the path (renameat2), so a file
+        someone put at the path after our read comes back to us and is merged, instead of
+        being overwritten. Every file taken off the path stays open (an orphan, see
+        `_base`): an in-place writer (`open('w')`) that opened it before the exchange may
+        write into it after, and that write is merged too."""
+        now = _open_current(path)
         try:
-            for _ in range(ATTEMPTS):
-                parsed = self._parse_settled(path, current)
+            base = self._base(path, now, state)
+            source = merged = now.data  # what `base` was parsed from; what the path held
+            for attempt in range(ATTEMPTS):
                 if importing:
-                    self._import_foreign(path, parsed, current.data)
-                ours = queue_files.lokid_entries(parsed, self._db().known)
-                data = queue_files.merge(parsed, ours, self._block(state), path.stem)
+                    self._import_foreign(path, base, source)
+                ours = queue_files.lokid_entries(base, self._known)
+                data = queue_files.merge(base, ours, self._block(state), path.stem)
+                if attempt == 0 and data == now.data:
+                    return  # nothing to change: a write would only race other writers
                 written, displaced = write_exchanging(path, data)
                 self.own_writes[path] = signature(written)
-                theirs = self._written_meanwhile(current, displaced)
-                if theirs is None:
+                replaced = _take_displaced(displaced)
+                if replaced is None:
                     return
-                current.close()
-                current = theirs
-            log.info("%s keeps changing; the view waits for the next change", path)
+                if replaced.data == merged:  # by content: timestamps can be coarse
+                    self._keep_orphan(path, state, replaced)  # changes from now on: later
+                    return
+                if attempt == ATTEMPTS - 1:  # too many to chase: merged by id, in a moment
+                    log.info("%s keeps changing; merged again in a moment", path)
+                    self._keep_orphan(path, state, _Current(merged, None, replaced.fd))
+                    replaced.fd = None
+                    return
+                # Someone wrote the file at the path after our read: merge theirs now (our
+                # own file is at the path, and is what the next exchange hands back).
+                base = self._base(path, replaced, state)
+                source = replaced.data
+                self._keep_orphan(path, state, replaced)
+                merged = data
         finally:
-            current.close()
+            now.close()
 
-    def _written_meanwhile(self, current: _Current, displaced: Path | None) -> _Current | None:
-        """What others wrote since `current` was read, or None when nothing was."""
-        if displaced is not None:
-            try:
-                fd = os.open(displaced, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                try:
-                    replaced = _read_open(displaced, fd)
-                except BaseException:
-                    os.close(fd)
-                    raise
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(displaced)
-            if replaced.sig != current.sig:
-                return replaced  # someone replaced the file after our read
-            replaced.close()
-        elif current.sig is None:
-            return None  # nothing was there when we read, nor when we wrote
-        # The very file we read: an in-place writer may have written into it, or be
-        # writing right now (`open('w')` truncates, then writes).
-        time.sleep(SETTLE_AFTER)
-        return _reread(current) if current.changed_since() else None
+    def _base(self, path: Path, now: _Current, state: str) -> queue_files.QueueFile:
+        """What to merge: the file now, with the changes in-place writers made to the files
+        we replaced before (the orphans) since we read them, each applied by id."""
+        current = self._settled(path, now)
+        kept: list[_Current] = []
+        for orphan in self._orphans.pop(path, []):
+            if orphan.changed_since():
+                base = _parse_or_empty(orphan.data)  # what we read of it
+                orphan.refresh(path)  # through its open descriptor: the path is ours now
+                theirs = self._settled(path, orphan)  # what they made of it
+                current = _three_way(base, theirs, current)
+                orphan.quiet_since = time.monotonic()
+            if time.monotonic() - orphan.quiet_since < ORPHAN_QUIET:
+                kept.append(orphan)
+            else:
+                orphan.close()
+        if kept:
+            self._orphans[path] = kept
+            self._recheck.add(state)
+        return current
+
+    def _keep_orphan(self, path: Path, state: str, now: _Current) -> None:
+        """Keep the file we just replaced open: an in-place writer that opened it before
+        our write may write into it after. The next merges of this file look at it until
+        it has been quiet for a while (and one is scheduled)."""
+        if now.fd is None:
+            return
+        orphans = self._orphans.setdefault(path, [])
+        orphans.append(_Current(now.data, now.sig, now.fd, now.read_ns))
+        now.fd = None
+        while len(orphans) > MAX_ORPHANS:
+            orphans.pop(0).close()
+        self._recheck.add(state)
 
     def _block(self, state: str) -> bytes:
         if state == "in-progress" and self._run_live():
             return b""  # a live Loki Mode run would be told to execute these
         keep = self.completed_keep if state == "completed" else None
-        return self._db().read(state, LOKI_STATUS[state], keep)
+        with self._db_lock:
+            return self._db().read(state, LOKI_STATUS[state], keep)
 
-    def _parse_settled(self, path: Path, current: _Current) -> queue_files.QueueFile:
-        """The file's entries; a file that does not parse is given time to finish being
-        written, and one that stays bad is quarantined (once per content) and replaced."""
+    def _settled(self, path: Path, current: _Current) -> queue_files.QueueFile:
+        """A file's entries. One that does not parse, or is empty (Loki Mode's writers
+        always write at least `[]`: an empty file is one being written), is read again
+        while it changes. One that stays bad for QUARANTINE_AFTER seconds is quarantined
+        (once per content) and counts as empty; until then nothing is written over it
+        (`Unsettled`: the write is tried again later)."""
+        error = "empty"
         for _ in range(SETTLE_TRIES):
-            try:
-                return queue_files.parse(current.data)
-            except BadFile as exc:
-                error = str(exc)
+            if current.data or current.sig is None:
+                try:
+                    return queue_files.parse(current.data)
+                except BadFile as exc:
+                    error = str(exc)
             time.sleep(SETTLE)
-            again = _open_current(path)
-            if again.data == current.data:
-                again.close()
-                break  # settled, and still bad
-            current.close()
-            current.data, current.sig, current.fd = again.data, again.sig, again.fd
+            current.refresh(path)
+        if not current.data:
+            return queue_files.QueueFile([])
+        first = self._first_bad(path, current.sig)
+        if time.monotonic() - first < QUARANTINE_AFTER:
+            raise Unsettled(f"{path} does not parse yet ({error}); waiting for it to settle")
         self._quarantine_once(path, current.data, error)
         return queue_files.QueueFile([])
 
-    def _quarantine_once(self, path: Path, data: bytes, why: str) -> str | None:
+    def _first_bad(self, path: Path, sig: Signature | None) -> float:
+        """When lokid first saw this bad file (forgetting files long gone)."""
+        now = time.monotonic()
+        if len(self._bad_since) > MAX_ORPHANS:
+            old = [k for k, t in self._bad_since.items() if now - t > 10 * QUARANTINE_AFTER]
+            for key in old:
+                del self._bad_since[key]
+        return self._bad_since.setdefault((path, sig), now)
+
+    def _quarantine_once(self, path: Path, data: bytes, why: str) -> str:
+        """The copy of `data` in quarantine/: made (and announced) the first time only."""
         digest = hashlib.sha256(data).hexdigest()
-        if digest in self._quarantined_digests:
-            return None
-        copy = quarantine(path, self.queue_dir / "quarantine", data)
-        self._quarantined_digests.add(digest)
-        trio.from_thread.run_sync(self._quarantined, path, copy, why)
-        return str(copy)
+        if digest not in self._copies:
+            copy = quarantine(path, self.queue_dir / "quarantine", data)
+            self._copies[digest] = str(copy)
+            if len(self._copies) > MAX_COPIES_REMEMBERED:
+                del self._copies[next(iter(self._copies))]
+            trio.from_thread.run_sync(self._quarantined, path, copy, why)
+        return self._copies[digest]
 
     def _import_foreign(
         self, path: Path, parsed: queue_files.QueueFile, data: bytes
@@ -311,7 +413,7 @@ class ViewWriter:
         """Import the entries others added, in chunks (each its own transaction, so the
         daemon serves its clients between them); a file with entries that cannot be
         tasks is copied to quarantine, and those entries stay where they are."""
-        ours = queue_files.lokid_entries(parsed, self._db().known)
+        ours = queue_files.lokid_entries(parsed, self._known)
         entries: list[Any] = []
         for index, entry in enumerate(parsed.entries):
             if index not in ours:
@@ -337,12 +439,11 @@ class ViewWriter:
             try:
                 if current.sig is None:
                     return 0, 0, None
-                try:
-                    parsed = queue_files.parse(current.data)
-                except BadFile as exc:
-                    copy = self._quarantine_once(path, current.data, str(exc))
-                    return 0, 0, copy
-                return self._import_foreign(path, parsed, current.data)
+                parsed = self._settled(path, current)
+                imported, skipped, copy = self._import_foreign(path, parsed, current.data)
+                if copy is None:  # a file that never parsed: the copy `_settled` made
+                    copy = self._copies.get(hashlib.sha256(current.data).hexdigest())
+                return imported, skipped, copy
             finally:
                 current.close()
 
@@ -363,6 +464,10 @@ class ViewWriter:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        for orphans in self._orphans.values():
+            for orphan in orphans:
+                orphan.close()
+        self._orphans.clear()
 
 
 def _open_current(path: Path) -> _Current:
@@ -381,6 +486,7 @@ def _open_current(path: Path) -> _Current:
 
 
 def _read_open(path: Path, fd: int) -> _Current:
+    read_ns = time.time_ns()  # before: a write after this shows in a later timestamp
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         raise FileProblem(f"cannot use {path}: not a regular file; Loki Mode's tools cannot either")
@@ -395,14 +501,45 @@ def _read_open(path: Path, fd: int) -> _Current:
             break
         chunks.append(chunk)
         offset += len(chunk)
-    return _Current(b"".join(chunks), signature(st), fd)
+    return _Current(b"".join(chunks), signature(st), fd, read_ns)
 
 
-def _reread(current: _Current) -> _Current:
-    """What an in-place writer put into the inode lokid read (now replaced by lokid's)."""
-    fd, current.fd = current.fd, None
-    assert fd is not None
-    return _read_open(Path(f"/proc/self/fd/{fd}"), fd)
+def _take_displaced(displaced: Path | None) -> _Current | None:
+    """The file the exchange handed back (read, then removed from its temporary name)."""
+    if displaced is None:
+        return None
+    try:
+        fd = os.open(displaced, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            return _read_open(displaced, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(displaced)
+
+
+def _parse_or_empty(data: bytes) -> queue_files.QueueFile:
+    try:
+        return queue_files.parse(data)
+    except BadFile:
+        return queue_files.QueueFile([])
+
+
+def _three_way(
+    base: queue_files.QueueFile, theirs: queue_files.QueueFile, now: queue_files.QueueFile
+) -> queue_files.QueueFile:
+    """Two writers wrote since lokid's last read (`base`): one into the file lokid replaced
+    (`theirs`), one at the path (`now`). `now`, with what the other writer added and without
+    what it removed, by id."""
+    before = {e.id for e in base.entries if e.id is not None}
+    kept = {e.id for e in theirs.entries if e.id is not None}
+    removed = before - kept
+    present = {e.id for e in now.entries if e.id is not None}
+    entries = [e for e in now.entries if e.id not in removed]
+    entries += [e for e in theirs.entries if e.id is not None and e.id not in before | present]
+    return queue_files.QueueFile(entries, now.wrapper)
 
 
 def _alive(pid: int) -> bool:
