@@ -1,0 +1,1 @@
+"""lokictl top (placeholder until written)."""
