@@ -169,10 +169,16 @@ def add_queue_commands(sub: Any) -> None:
         "  lokictl queue list --state pending --type eng\n"
         "  lokictl queue list --json=id,type,priority",
     )
-    listing.add_argument("--state", choices=STATES, help=f"only this state: {', '.join(STATES)}")
+    listing.add_argument(
+        "--state", choices=STATES, metavar="STATE", help=f"only this state: {', '.join(STATES)}"
+    )
     listing.add_argument("--type", help="only this task type")
     listing.add_argument(
-        "--limit", type=positive_int, default=100, help="tasks per page, 1-1000 (default 100)"
+        "--limit",
+        type=positive_int,
+        default=100,
+        metavar="N",
+        help="tasks per page, 1-1000 (default 100)",
     )
     listing.add_argument("--cursor", help="the next page, as printed after the last one")
     cmd(q, "stats", "counts per state and type, oldest pending age")

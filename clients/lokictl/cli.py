@@ -43,7 +43,13 @@ EXAMPLES = """examples:
 
 The project is the nearest folder at or above this one with a .loki/ (as git finds a
 repository), or --project PATH. lokictl starts lokid when it is not running, unless
---no-spawn or LOKICTL_NO_SPAWN=1."""
+--no-spawn or LOKICTL_NO_SPAWN=1. The options above are accepted after the command too.
+
+environment:
+  LOKID_SOCKET       lokid's socket (as --socket)
+  LOKICTL_NO_SPAWN   1/true/yes/on: never start lokid (as --no-spawn); 0/false/no/off
+  LOKICTL_TIMEOUT    seconds a request waits for its reply (default 30; streams never time out)
+  NO_COLOR           any value: no colour"""
 
 
 # Shell completion: the ids of the current project's tasks, asked of a running lokid
@@ -63,6 +69,19 @@ DIRECTORY = {
     "zsh": "_files -/",
     "fish": "(__fish_complete_directories)",
 }
+
+
+EXIT_LINE = "exit codes: 0 done, 1 lokid error, 2 bad usage, 3 lokid not running, 4 connection lost"
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written; option help wrapped without splitting
+    hyphenated words (`in-progress`, `dead-letter`)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 class Parser(argparse.ArgumentParser):
@@ -85,7 +104,11 @@ def _friendlier(message: str) -> str:
             "command" if message.lower().startswith(("argument command", "argument action")) else ""
         )
         head = f"unknown {what or 'value'} {word!r}"
-        hint = f"; did you mean {close[0]!r}?" if close else f"; choose from {', '.join(choices)}"
+        valid = f"choose from {', '.join(choices)}"
+        if close:
+            hint = f"; did you mean {close[0]!r}?" + (f" ({valid})" if len(choices) <= 8 else "")
+        else:
+            hint = f"; {valid}"
         return head + hint
     found = re.search(r"unrecognized arguments: (\S+)", message)
     if found and found[1].startswith("--"):
@@ -109,10 +132,14 @@ def _all_options() -> list[str]:
 
 def _add_common(parser: argparse.ArgumentParser, defaults: bool) -> argparse.ArgumentParser:
     """Options accepted before and after the command; only the top level sets defaults,
-    so a subcommand's parser never overwrites what was given before it."""
+    so a subcommand's parser never overwrites what was given before it. A subcommand's
+    help shows only the output options; the connection ones are in `lokictl --help`."""
 
     def default(value: Any) -> Any:
         return value if defaults else argparse.SUPPRESS
+
+    def shown(text: str) -> str:
+        return text if defaults else argparse.SUPPRESS
 
     parser.add_argument(
         "--json",
@@ -129,19 +156,21 @@ def _add_common(parser: argparse.ArgumentParser, defaults: bool) -> argparse.Arg
         "--no-color",
         action="store_true",
         default=default(False),
-        help="no colour (also when NO_COLOR is set or output is not a terminal)",
+        help=shown("no colour (also when NO_COLOR is set or output is not a terminal)"),
     )
     parser.add_argument(
         "--socket",
         metavar="PATH",
         default=default(None),
-        help="lokid's socket (default: $LOKID_SOCKET, else $XDG_RUNTIME_DIR/lokid/lokid.sock)",
+        help=shown(
+            "lokid's socket (default: $LOKID_SOCKET, else $XDG_RUNTIME_DIR/lokid/lokid.sock)"
+        ),
     )
     parser.add_argument(
         "--no-spawn",
         action="store_true",
         default=default(None),
-        help="do not start lokid when it is not running (env LOKICTL_NO_SPAWN=1)",
+        help=shown("do not start lokid when it is not running (env LOKICTL_NO_SPAWN=1)"),
     )
     return parser
 
@@ -153,13 +182,13 @@ def command(
 
     `where`: "required" (a project is needed: --project or discovery), "optional"
     (used when found), None (no project)."""
-    epilog = f"examples:\n{examples}" if examples else None
+    epilog = (f"examples:\n{examples}\n\n" if examples else "") + EXIT_LINE
     parser = sub.add_parser(
         name,
         help=text,
         description=text,
         epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=Formatter,
     )
     _add_common(parser, False)
     if where:
@@ -193,7 +222,7 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         description="lokictl: the command line for lokid, the daemon that owns a Loki Mode "
         "project's .loki/ state.",
         epilog=EXAMPLES + "\n\n" + EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=Formatter,
     )
     _add_common(parser, True)
     parser.add_argument("--version", action=_Version)
