@@ -22,6 +22,7 @@ if [ "$uninstall" = 1 ]; then
         if [ -L "$bin/$cmd" ]; then rm -f "$bin/$cmd"; fi
     done
     rm -rf "$venv" "$man" "$bash_completion" "$zsh_completion" "$fish_completion"
+    rmdir "$(dirname "$venv")" 2>/dev/null || true
     echo "removed lokid and lokictl from $prefix"
     exit 0
 fi
