@@ -73,3 +73,6 @@ class Progress:
             done = sum(c for c, _ in self._sizes.values())
             size = sum(t for _, t in self._sizes.values())
             self._bars.update(self._main, completed=done, total=size)
+        # Each event is drawn (lokid sends at most four a second per layer), not only
+        # those that happen to precede the next timed refresh.
+        self._bars.refresh()
