@@ -7,7 +7,8 @@ import os
 from typing import Any
 
 from lokictl._client import Client
-from lokictl._ui import Clock, Style, clock_for, out, style_for
+from lokictl._look import Clock, Style, clock_for, style_for
+from lokictl._ui import out
 from lokictl._where import cwd, init_project, typed_path
 
 

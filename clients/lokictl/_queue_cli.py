@@ -9,17 +9,16 @@ from typing import Any
 import msgspec
 
 from lokictl._client import Client
-from lokictl._ui import (
-    EXIT_ERROR,
-    Clock,
-    Failure,
-    Style,
-    clock_for,
-    json_text,
-    out,
-    style_for,
-)
+from lokictl._look import Clock, Style, clock_for, span, style_for
+from lokictl._ui import EXIT_ERROR, Failure, json_text, out
 
+# Shell completion of task ids: asked of a running lokid (never started for it), as
+# shtab's `.complete` format.
+TASK_IDS = {
+    "bash": "_lokictl_task_ids",
+    "zsh": "($(lokictl __complete tasks 2>/dev/null))",
+    "fish": "(lokictl __complete tasks 2>/dev/null)",
+}
 STATES = ("pending", "in-progress", "completed", "dead-letter", "cancelled")
 PRIORITY_NAMES = {"critical": 10, "high": 8, "medium": 5, "normal": 5, "low": 3}
 VALID_PRIORITIES = f"1-10 or {', '.join(PRIORITY_NAMES)}"
@@ -74,7 +73,7 @@ def positive_int(text: str) -> int:
 
 
 def add_queue_commands(sub: Any) -> None:
-    from lokictl.cli import TASK_IDS, command
+    from lokictl.cli import command
 
     def cmd(parent: Any, name: str, text: str, examples: str = "") -> argparse.ArgumentParser:
         return command(parent, name, text, examples, where="required")
@@ -400,8 +399,6 @@ def _stats_text(result: dict[str, Any], style: Style) -> str:
     lines = [f"{style.pad(state, 12)} {n}" for state, n in result["states"].items()]
     lines.append(f"blocked by dependencies: {result['blockedByDependencies']}")
     age = result["oldestPendingAgeSeconds"]
-    from lokictl._ui import span
-
     lines.append(f"oldest pending: {'none' if age is None else span(age) + ' old'}")
     return "\n".join(lines)
 

@@ -12,7 +12,8 @@ import sys
 from typing import Any
 
 from lokictl._client import Client
-from lokictl._ui import Failure, out, style_for, wants_json
+from lokictl._look import style_for
+from lokictl._ui import Failure, out, wants_json
 
 # Passed to the container when set in lokictl's environment (lokid may have been started
 # from another one, such as a service manager's).

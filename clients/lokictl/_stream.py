@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 from lokictl._client import Client, NotRunning, ProtocolError
-from lokictl._ui import EXIT_LOST, EXIT_OK, Failure, clock_for, json_text, style_for, wants_json
+from lokictl._look import clock_for, style_for
+from lokictl._ui import EXIT_LOST, EXIT_OK, Failure, json_text, wants_json
 
 GONE = "lokid went away (the connection closed)"
 
@@ -69,7 +70,7 @@ def _printer(args: argparse.Namespace) -> Any:
 
 
 def _hms(iso: str) -> str:
-    from lokictl._ui import parse_iso
+    from lokictl._look import parse_iso
 
     return time.strftime("%H:%M:%S", time.localtime(parse_iso(iso)))
 

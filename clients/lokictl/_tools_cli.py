@@ -11,9 +11,16 @@ import sys
 from typing import Any
 
 from lokictl._client import Client, DaemonError, NotRunning, ProtocolError
-from lokictl._ui import EXIT_NOT_RUNNING, EXIT_OK, Failure, out, span, style_for
+from lokictl._look import span, style_for
+from lokictl._ui import EXIT_NOT_RUNNING, EXIT_OK, Failure, out
 
 SHELLS = ("bash", "zsh", "fish")
+# bash calls this for task ids (TASK_IDS in lokictl._queue_cli).
+BASH_PREAMBLE = """
+_lokictl_task_ids() {
+  compgen -W "$(lokictl __complete tasks 2>/dev/null)" -- "$1"
+}
+"""
 # What lokid's environment may hold that changes where runs go (daemon.info).
 RUN_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "LOKI_DOCKER_IMAGE")
 
@@ -190,7 +197,7 @@ def _environment_lines(info: dict[str, Any], d: dict[str, Any], style: Any) -> l
 def cmd_completion(_: Any, args: argparse.Namespace) -> int:
     import shtab
 
-    from lokictl.cli import BASH_PREAMBLE, full_parser
+    from lokictl.cli import full_parser
 
     preamble = BASH_PREAMBLE if args.shell == "bash" else ""
     print(shtab.complete(full_parser(), args.shell, preamble=preamble), end="")

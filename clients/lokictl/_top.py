@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lokictl._client import Client, DaemonError, NotRunning, ProtocolError
-from lokictl._ui import EXIT_OK, Clock, json_text, parse_iso, span
+from lokictl._look import Clock, parse_iso, span
+from lokictl._ui import EXIT_OK, json_text
 
 HELP = (
     "p pause/resume  s stop  j/k select  r retry  d delete (dead letter)  "
@@ -296,8 +297,8 @@ class Top:
         return out
 
     def task_lines(self, reply: dict[str, Any], clock: Clock) -> list[tuple[str, int]]:
+        from lokictl._look import Style
         from lokictl._queue_cli import task_text
-        from lokictl._ui import Style
 
         out = [("", 0), (f"  following {reply['task']['id']} (q or esc: back)", curses.A_BOLD)]
         out += [("  " + line, 0) for line in task_text(reply, Style(False), clock).splitlines()]

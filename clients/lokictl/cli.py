@@ -52,18 +52,7 @@ environment:
   NO_COLOR           any value: no colour"""
 
 
-# Shell completion: the ids of the current project's tasks, asked of a running lokid
-# (never started for it), and folders for --project. shtab's `.complete` format.
-TASK_IDS = {
-    "bash": "_lokictl_task_ids",
-    "zsh": "($(lokictl __complete tasks 2>/dev/null))",
-    "fish": "(lokictl __complete tasks 2>/dev/null)",
-}
-BASH_PREAMBLE = """
-_lokictl_task_ids() {
-  compgen -W "$(lokictl __complete tasks 2>/dev/null)" -- "$1"
-}
-"""
+# Folders complete --project (shtab's `.complete` format).
 DIRECTORY = {
     "bash": "_shtab_compgen_dirs",
     "zsh": "_files -/",
@@ -88,46 +77,9 @@ class Parser(argparse.ArgumentParser):
     """argparse, with mistakes reported as one line that says what to type instead."""
 
     def error(self, message: str) -> Any:  # type: ignore[override]
-        raise Failure(f"{_friendlier(message)} (see `{self.prog} --help`)")
+        from lokictl._help import friendlier
 
-
-def _friendlier(message: str) -> str:
-    """argparse's message, with "did you mean" for a mistyped command or choice."""
-    import difflib
-    import re
-
-    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
-    if found:
-        word, choices = found[1], re.findall(r"'([^']*)'", found[2])
-        close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
-        what = (
-            "command" if message.lower().startswith(("argument command", "argument action")) else ""
-        )
-        head = f"unknown {what or 'value'} {word!r}"
-        valid = f"choose from {', '.join(choices)}"
-        if close:
-            hint = f"; did you mean {close[0]!r}?" + (f" ({valid})" if len(choices) <= 8 else "")
-        else:
-            hint = f"; {valid}"
-        return head + hint
-    found = re.search(r"unrecognized arguments: (\S+)", message)
-    if found and found[1].startswith("--"):
-        close = difflib.get_close_matches(found[1], _all_options(), n=1, cutoff=0.6)
-        if close:
-            return f"unknown option {found[1]}; did you mean {close[0]}?"
-    return message
-
-
-def _all_options() -> list[str]:
-    options: set[str] = set()
-    stack = [_parser(["--help-all"])]
-    while stack:
-        parser = stack.pop()
-        for action in parser._actions:
-            options.update(o for o in action.option_strings if o.startswith("--"))
-            if isinstance(action, argparse._SubParsersAction):
-                stack.extend(action.choices.values())
-    return sorted(options)
+        raise Failure(f"{friendlier(message)} (see `{self.prog} --help`)")
 
 
 def _add_common(parser: argparse.ArgumentParser, defaults: bool) -> argparse.ArgumentParser:
