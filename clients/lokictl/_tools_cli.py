@@ -235,7 +235,7 @@ def complete_words(words: list[str]) -> int:
     from lokictl._where import cwd
     from lokid.paths import find_project
 
-    project = find_project(cwd(), {**os.environ, "PWD": cwd()})
+    project = find_project(cwd())
     if project is None:
         return EXIT_OK
     try:

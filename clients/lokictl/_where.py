@@ -46,7 +46,7 @@ def project_of(args: argparse.Namespace, *, required: bool = True) -> str | None
         if required:
             check_project(path)
         return path
-    found = find_project(cwd(), {**os.environ, "PWD": cwd()})
+    found = find_project(cwd())  # already absolute: $PWD is not read again
     if found is None and required:
         raise Failure(NOT_A_PROJECT)
     return found

@@ -82,55 +82,76 @@ class Parser(argparse.ArgumentParser):
         raise Failure(f"{friendlier(message)} (see `{self.prog} --help`)")
 
 
-def _add_common(parser: argparse.ArgumentParser, defaults: bool) -> argparse.ArgumentParser:
-    """Options accepted before and after the command; only the top level sets defaults,
-    so a subcommand's parser never overwrites what was given before it. A subcommand's
-    help shows only the output options; the connection ones are in `lokictl --help`."""
+# Global options, accepted anywhere on the line (before or after the command). They are
+# taken out of argv before argparse sees it: a parse then builds only the few options of
+# the command itself, which keeps `lokictl status` as fast as it was. They are added to
+# the parsers only to be shown (help, the man page, completion).
+FLAGS = {"--json": "json", "--no-color": "no_color", "--no-spawn": "no_spawn", "--version": "v"}
+VALUES = {"--socket": "socket", "--jq": "jq"}
+GLOBALS = {"json": False, "json_fields": None, "jq": None, "no_color": False, "socket": None}
 
-    def default(value: Any) -> Any:
-        return value if defaults else argparse.SUPPRESS
 
-    def shown(text: str) -> str:
-        return text if defaults else argparse.SUPPRESS
-
+def _add_common(parser: argparse.ArgumentParser, top: bool) -> None:
+    """Show the global options: all at the top, the output ones on each command."""
     parser.add_argument(
         "--json",
         action="store_true",
-        default=default(False),
         help="print JSON for machines (errors too, on stderr); --json=FIELDS picks fields, "
         "e.g. --json=id,type,state",
     )
-    parser.add_argument("--json-fields", default=default(None), help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--jq", metavar="EXPR", default=default(None), help="filter the JSON through jq EXPR"
-    )
+    parser.add_argument("--jq", metavar="EXPR", help="filter the JSON through jq EXPR")
+    if not top:
+        return
     parser.add_argument(
         "--no-color",
         action="store_true",
-        default=default(False),
-        help=shown("no colour (also when NO_COLOR is set or output is not a terminal)"),
+        help="no colour (also when NO_COLOR is set or output is not a terminal)",
     )
     parser.add_argument(
         "--socket",
         metavar="PATH",
-        default=default(None),
-        help=shown(
-            "lokid's socket (default: $LOKID_SOCKET, else $XDG_RUNTIME_DIR/lokid/lokid.sock)"
-        ),
+        help="lokid's socket (default: $LOKID_SOCKET, else $XDG_RUNTIME_DIR/lokid/lokid.sock)",
     )
     parser.add_argument(
         "--no-spawn",
         action="store_true",
-        default=default(None),
-        help=shown("do not start lokid when it is not running (env LOKICTL_NO_SPAWN=1)"),
+        help="do not start lokid when it is not running (env LOKICTL_NO_SPAWN=1)",
     )
-    return parser
+    parser.add_argument("--version", action="store_true", help="print lokictl's version and exit")
+
+
+def split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The global options in `argv` (until a `--`), and the words left for argparse."""
+    found: dict[str, Any] = {**GLOBALS, "no_spawn": None, "v": False}
+    rest: list[str] = []
+    words = iter(argv)
+    for word in words:
+        name, eq, value = word.partition("=")
+        if word == "--":
+            rest += [word, *words]
+        elif word in FLAGS:
+            found[FLAGS[word]] = True
+        elif name == "--json" and eq:
+            found["json"] = True
+            found["json_fields"] = [f.strip() for f in value.split(",") if f.strip()]
+        elif name in VALUES:
+            if not eq:
+                value = next(words, "")
+            if not value:
+                raise Failure(f"{name} needs a value (see `lokictl --help`)")
+            found[VALUES[name]] = value
+        else:
+            rest.append(word)
+    return found, rest
+
+
+SHOWING = False  # building parsers to be shown (help, man, completion), not only to parse
 
 
 def command(
     sub: Any, name: str, text: str, examples: str = "", where: str | None = None
 ) -> argparse.ArgumentParser:
-    """A subcommand with the common options, its help as its description, examples.
+    """A subcommand: its help as its description, examples and exit codes after it.
 
     `where`: "required" (a project is needed: --project or discovery), "optional"
     (used when found), None (no project)."""
@@ -141,8 +162,10 @@ def command(
         description=text,
         epilog=epilog,
         formatter_class=Formatter,
+        add_help=SHOWING,  # -h is in argv whenever help is wanted (see _parser)
     )
-    _add_common(parser, False)
+    if SHOWING:
+        _add_common(parser, False)
     if where:
         parser.add_argument(
             "--project",
@@ -153,62 +176,34 @@ def command(
     return parser
 
 
-class _Version(argparse.Action):
-    """`--version`, resolved only when asked for."""
-
-    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="print lokictl's version and exit")
-
-    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
-        from lokid import __version__
-
-        print(f"lokictl {__version__}")
-        parser.exit()
-
-
-def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The parser for `argv`: only the named command's branch is built (every parser
-    costs `lokictl status` start-up time); the whole tree for help or a typo."""
+def _parser(argv: list[str] | None = None, showing: bool = False) -> argparse.ArgumentParser:
+    """The parser for `argv` (global options already taken out): only the named command's
+    branch is built (every parser costs `lokictl status` start-up time); the whole tree
+    for help or a typo. `showing` adds the global options, for help and the man page."""
+    global SHOWING
+    argv = sys.argv[1:] if argv is None else argv
+    SHOWING = showing or "-h" in argv or "--help" in argv
     parser = Parser(
         prog="lokictl",
         description="lokictl: the command line for lokid, the daemon that owns a Loki Mode "
         "project's .loki/ state.",
         epilog=EXAMPLES + "\n\n" + EXIT_CODES,
         formatter_class=Formatter,
+        add_help=SHOWING,
     )
-    _add_common(parser, True)
-    parser.add_argument("--version", action=_Version)
+    if SHOWING:
+        _add_common(parser, True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    wanted = _command_word(sys.argv[1:] if argv is None else argv)
+    wanted = next((w for w in argv if not w.startswith("-")), None)
     builders = [BRANCHES[wanted]] if wanted in BRANCHES else list(dict.fromkeys(BRANCHES.values()))
     for build in builders:
         build(sub)
     return parser
 
 
-def _command_word(argv: list[str]) -> str | None:
-    """The first word that is not an option (nor the value of an option that takes one)."""
-    words = iter(argv)
-    for word in words:
-        if word in ("--socket", "--jq", "--json-fields"):
-            next(words, None)
-        elif not word.startswith("-"):
-            return word
-    return None
-
-
 def _preprocess(argv: list[str]) -> list[str]:
-    """`help [COMMAND...]` is `COMMAND... --help`; `--json=FIELDS` (gh's field selection)
-    is `--json --json-fields FIELDS`, so a bare `--json` never swallows the command."""
-    if argv[:1] == ["help"]:
-        return [*argv[1:], "--help"]
-    fixed: list[str] = []
-    for word in argv:
-        if word.startswith("--json="):
-            fixed += ["--json", "--json-fields", word.partition("=")[2]]
-        else:
-            fixed.append(word)
-    return fixed
+    """`help [COMMAND...]` is `COMMAND... --help`."""
+    return [*argv[1:], "--help"] if argv[:1] == ["help"] else argv
 
 
 def env_flag(name: str) -> bool:
@@ -370,8 +365,8 @@ BRANCHES: dict[str, Callable[[Any], None]] = {
 
 
 def full_parser() -> argparse.ArgumentParser:
-    """Every command's parser (for completion, the man page and suggestions)."""
-    return _parser(["--help-all"])
+    """Every command's parser with every option shown (completion, man page, suggestions)."""
+    return _parser(["--all-commands"], showing=True)
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -380,12 +375,18 @@ def full_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
-        words = _preprocess(list(sys.argv[1:] if argv is None else argv))
+        found, words = split_globals(_preprocess(list(sys.argv[1:] if argv is None else argv)))
+        args = argparse.Namespace(**{k: v for k, v in found.items() if k != "v"})
+        if found.pop("v") and "-h" not in words and "--help" not in words:
+            from lokid import __version__
+
+            print(f"lokictl {__version__}")
+            return EXIT_OK
         if words[:1] == ["__complete"]:
             from lokictl._tools_cli import complete_words
 
             return complete_words(words[1:])
-        args = _parser(words).parse_args(words)
+        args = _parser(words).parse_args(words, argparse.Namespace(**found))
         return _run(args)
     except Failure as exc:
         report_error(args, exc.message, exc.kind)
@@ -401,8 +402,6 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.no_spawn is None:
         args.no_spawn = env_flag("LOKICTL_NO_SPAWN")
-    if args.json_fields is not None:
-        args.json_fields = [f.strip() for f in args.json_fields.split(",") if f.strip()]
     if getattr(args, "where", None):
         from lokictl._where import project_of
 
