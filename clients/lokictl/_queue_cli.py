@@ -120,13 +120,19 @@ def add_queue_commands(sub: Any) -> None:
         help="task types it can do (repeat, or comma-separated)",
     )
     claim.add_argument(
-        "--lease", type=seconds, help="lease in seconds (default: the task's timeout)"
+        "--lease",
+        type=seconds,
+        metavar="SECONDS",
+        help="lease in seconds (default: the task's timeout)",
     )
     beat = cmd(q, "heartbeat", "extend a claim's lease")
     beat.add_argument("id", help="the task id").complete = TASK_IDS
     beat.add_argument("--agent", required=True, help="the agent holding the task")
     beat.add_argument(
-        "--lease", type=seconds, help="seconds from now (default: the task's timeout)"
+        "--lease",
+        type=seconds,
+        metavar="SECONDS",
+        help="seconds from now (default: the task's timeout)",
     )
     done = cmd(
         q,
@@ -147,7 +153,12 @@ def add_queue_commands(sub: Any) -> None:
     fail.add_argument(
         "--error", required=True, help="what went wrong (a rate limit is not counted)"
     )
-    fail.add_argument("--retry-after", type=seconds, help="seconds before a retry (a rate limit)")
+    fail.add_argument(
+        "--retry-after",
+        type=seconds,
+        metavar="SECONDS",
+        help="seconds before a retry (a rate limit)",
+    )
     fail.add_argument(
         "--next", type=words, action="extend", help="then claim a task of these types (a,b)"
     )

@@ -39,7 +39,11 @@ def add_tool_commands(sub: Any) -> None:
     )
     top.add_argument("--all", action="store_true", help="every watched project")
     top.add_argument(
-        "--interval", type=float, default=1.0, metavar="SECONDS", help="refresh (default 1)"
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between refreshes (default 1)",
     )
     command(
         sub,
