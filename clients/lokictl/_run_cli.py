@@ -106,13 +106,14 @@ def _long_call(
     terminal, `image.pull` events become per-layer bars and a spinner counts seconds."""
     if not _showing_progress(args):
         return client.wait(client.send(method, params), lambda event: None)
-    from lokictl._progress import Progress
+    from lokictl._progress import PullProgress, Spinner
 
-    if pull_project is not None or method == "image.update":
+    pulls = method in ("run.start", "image.update")
+    if pulls:
         topics = {"topics": ["image.pull"]}
         topics |= {"project": pull_project} if pull_project else {}
         client.call("subscribe", topics)
-    with Progress(what) as progress:
+    with PullProgress(what) if pulls else Spinner(what) as progress:
         return client.wait(client.send(method, params), progress.event)
 
 
