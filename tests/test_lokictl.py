@@ -129,6 +129,14 @@ def test_outside_a_project_nothing_is_created_and_lokid_is_not_told(lokid, home)
             assert "lokictl init" in line
     assert not (home / ".loki").exists() and not (elsewhere / ".loki").exists()
     assert lokid.call("daemon.status")["projects"] == []
+    one_line_error(run(lokid, home, home, "init"))  # never $HOME: ~/.loki is Loki Mode's own
+    # With Loki Mode's global ~/.loki there, $HOME is still not a project (from it or below).
+    (home / ".loki" / "dashboard").mkdir(parents=True)
+    for cwd in (home, elsewhere):
+        line = one_line_error(run(lokid, cwd, home, "pause"))
+        assert "not inside a Loki Mode project" in line
+    assert list((home / ".loki").iterdir()) == [home / ".loki" / "dashboard"]
+    assert lokid.call("daemon.status")["projects"] == []
 
 
 def test_the_project_is_found_from_a_subfolder_as_git_finds_a_repository(lokid, proj, home):

@@ -236,10 +236,12 @@ def complete_words(words: list[str]) -> int:
     running lokid only; silent when there is none (a shell is waiting)."""
     if words[:1] != ["tasks"]:
         return EXIT_OK
-    from lokictl._where import cwd
-    from lokid.paths import find_project
+    from lokictl._where import project_of
 
-    project = find_project(cwd())
+    try:
+        project = project_of(argparse.Namespace(project=None), required=False)
+    except Failure:
+        project = None
     if project is None:
         return EXIT_OK
     try:

@@ -14,6 +14,7 @@ from lokictl._ui import Failure
 from lokid.paths import absolute_project, find_project
 
 NOT_A_PROJECT = "not inside a Loki Mode project (no .loki/ here or above); run `lokictl init`"
+HOME_NOTE = "~/.loki is Loki Mode's global folder, not a project; --project ~ if you mean it"
 
 
 def cwd() -> str:
@@ -47,9 +48,20 @@ def project_of(args: argparse.Namespace, *, required: bool = True) -> str | None
             check_project(path)
         return path
     found = find_project(cwd())  # already absolute: $PWD is not read again
+    if found is not None and found == home():
+        # ~/.loki is Loki Mode's global folder (dashboard, config): being in $HOME is not
+        # asking for it as a project; `--project ~` is.
+        if required:
+            raise Failure(f"{NOT_A_PROJECT} ({HOME_NOTE})")
+        found = None
     if found is None and required:
         raise Failure(NOT_A_PROJECT)
     return found
+
+
+def home() -> str:
+    return os.path.normpath(os.path.expanduser("~"))
+
 
 
 def check_project(path: str) -> None:
@@ -60,9 +72,15 @@ def check_project(path: str) -> None:
 
 
 def init_project(path: str) -> bool:
-    """Create `path/.loki/`; False when it was there already."""
+    """Create `path/.loki/`; False when it was there already. Never in $HOME, whose
+    `.loki/` is Loki Mode's global folder."""
     if not os.path.isdir(path):
         raise Failure(f"no such folder: {path}")
+    if path == home():
+        raise Failure(
+            f"{path} is your home folder, whose .loki/ is Loki Mode's global folder; "
+            "make a project in a folder of its own"
+        )
     try:
         os.mkdir(os.path.join(path, ".loki"))
     except FileExistsError:
