@@ -251,6 +251,13 @@ def test_no_spawn_takes_the_usual_yes_and_no_spellings_and_refuses_others(lokid,
         assert not away.socket.exists(), "lokictl started lokid although told not to"
     line = one_line_error(run(away, proj, home, "status", LOKICTL_NO_SPAWN="maybe"))
     assert "1, true, yes, on" in line and "0, false, no, off" in line
+    state = str(home / "state")
+    try:  # a "no" spelling: lokictl starts lokid (its log in a private state folder)
+        pong = run(away, proj, home, "ping", LOKICTL_NO_SPAWN="Off", XDG_STATE_HOME=state)
+        assert ok(pong).startswith("pong")
+    finally:
+        run(away, proj, home, "daemon", "stop")
+    assert (home / "state" / "lokid" / "lokid.log").exists()
 
 
 def test_caps_take_commas_as_well_as_repeats(lokid, proj, home):
