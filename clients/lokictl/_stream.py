@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from lokictl._client import Client, NotRunning, ProtocolError
+from lokictl._client import FOREVER, Client, NotRunning, ProtocolError
 from lokictl._look import clock_for, style_for
 from lokictl._ui import EXIT_LOST, EXIT_OK, Failure, json_text, wants_json
 
@@ -81,7 +81,7 @@ def follow_logs(client: Client, params: dict[str, Any], args: argparse.Namespace
     try:
         while True:
             try:
-                event = client.next_event(float("inf"))
+                event = client.next_event(FOREVER)
             except (ProtocolError, ConnectionError) as exc:
                 raise Failure(f"{GONE} ({exc})", EXIT_LOST, "lost") from None
             data = event["data"] or {}

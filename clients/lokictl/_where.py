@@ -63,7 +63,6 @@ def home() -> str:
     return os.path.normpath(os.path.expanduser("~"))
 
 
-
 def check_project(path: str) -> None:
     if not os.path.isdir(path):
         raise Failure(f"no such folder: {path}")

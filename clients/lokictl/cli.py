@@ -20,9 +20,7 @@ from lokictl._ui import (
     EXIT_LOST,
     EXIT_NOT_RUNNING,
     EXIT_OK,
-    EXIT_USAGE,
     Failure,
-    json_text,
     out,
     report_error,
     wants_json,
@@ -376,8 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         found, words = split_globals(_preprocess(list(sys.argv[1:] if argv is None else argv)))
-        args = argparse.Namespace(**{k: v for k, v in found.items() if k != "v"})
-        if found.pop("v") and "-h" not in words and "--help" not in words:
+        version = found.pop("v")
+        args = argparse.Namespace(**found)  # errors from here on know about --json
+        if version and "-h" not in words and "--help" not in words:
             from lokid import __version__
 
             print(f"lokictl {__version__}")
@@ -451,8 +450,6 @@ def connect_and_run(args: argparse.Namespace, run: Command) -> int:
         report_error(args, f"cannot reach lokid: {exc}", "not_running")
         return EXIT_NOT_RUNNING
 
-
-__all__ = ["EXIT_USAGE", "json_text", "main", "wants_json"]
 
 if __name__ == "__main__":
     sys.exit(main())
