@@ -277,13 +277,33 @@ def _title(task: dict[str, Any]) -> str:
     return str(task.get("title") or payload.get("action") or "")
 
 
-def task_line(task: dict[str, Any], style: Style, clock: Clock, state: str | None = None) -> str:
+def _when(task: dict[str, Any], state: str, clock: Clock) -> str:
+    """How old the task is, or its claim when it is in progress."""
+    return clock.ago(task.get("claimedAt") if state == "in-progress" else task.get("createdAt"))
+
+
+def task_line(
+    task: dict[str, Any], style: Style, clock: Clock, state: str | None = None, widths: Any = None
+) -> str:
+    """One task: state, id, type, priority, age, title; `widths` lines up a listing."""
     state = state or task_state(task)
-    when = clock.ago(task.get("claimedAt") if state == "in-progress" else task.get("createdAt"))
+    id_width, type_width, when_width = widths or (0, 0, 0)
     return (
-        f"{style.pad(state, 11)} {task['id']}  {task['type']}  p{task['priority']}  {when}  "
-        f"{_title(task)}"
+        f"{style.pad(state, 11)} {task['id']:{id_width}}  {task['type']:{type_width}}  "
+        f"p{task['priority']:<2} {_when(task, state, clock):{when_width}}  {_title(task)}"
     ).rstrip()
+
+
+def task_lines(
+    tasks: list[dict[str, Any]], style: Style, clock: Clock, state: str = ""
+) -> list[str]:
+    """A listing with its columns lined up."""
+    widths = (
+        max((len(t["id"]) for t in tasks), default=0),
+        max((len(t["type"]) for t in tasks), default=0),
+        max((len(_when(t, state or task_state(t), clock)) for t in tasks), default=0),
+    )
+    return [task_line(t, style, clock, state or None, widths) for t in tasks]
 
 
 _FIELDS = (
@@ -393,7 +413,7 @@ def cmd_queue(client: Client, args: argparse.Namespace) -> int:
             task["state"] = args.state or task_state(task)
 
         def listing() -> str:
-            lines = [task_line(t, style, clock) for t in result["tasks"]]
+            lines = task_lines(result["tasks"], style, clock)
             if result["cursor"]:
                 lines.append(f"(more: --cursor {result['cursor']})")
             return "\n".join(lines) or "no tasks"
@@ -480,8 +500,12 @@ def cmd_dlq(client: Client, args: argparse.Namespace) -> int:
             result,
             lambda: (
                 "\n".join(
-                    f"{task_line(t, style, clock, 'dead-letter')}  last error: {t['lastError']}"
-                    for t in result["tasks"]
+                    f"{line}  last error: {t['lastError']}"
+                    for t, line in zip(
+                        result["tasks"],
+                        task_lines(result["tasks"], style, clock, "dead-letter"),
+                        strict=True,
+                    )
                 )
                 or "the dead-letter queue is empty"
             ),
