@@ -186,7 +186,8 @@ def test_resume_clears_stop_and_pause_and_claims_say_why_they_got_nothing(lokid,
         "no task (project stopped: .loki/STOP; run `lokictl resume`)"
     )
     ok(run(lokid, proj, home, "pause"))
-    assert "resumed (removed " in ok(run(lokid, proj, home, "resume"))
+    resumed = ok(run(lokid, proj, home, "resume")).strip()
+    assert resumed == "resumed (removed .loki/PAUSE, .loki/STOP)"
     assert not (proj / ".loki" / "STOP").exists() and not (proj / ".loki" / "PAUSE").exists()
     ok(run(lokid, proj, home, "pause"))
     assert "project paused: .loki/PAUSE" in ok(run(lokid, proj, home, *claim))

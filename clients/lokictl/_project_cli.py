@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from typing import Any
 
@@ -88,31 +89,31 @@ def cmd_project(client: Client, args: argparse.Namespace) -> int:
     return out(args, result, f"removed {path}" if result["removed"] else f"{path} was not watched")
 
 
+SIGNAL_FILES = ("PAUSE", "STOP")
+
+
 def cmd_signal(client: Client, args: argparse.Namespace) -> int:
-    paused = os.path.exists(os.path.join(args.project, ".loki", "PAUSE"))
+    loki = os.path.join(args.project, ".loki")
+    before = {name for name in SIGNAL_FILES if os.path.exists(os.path.join(loki, name))}
     result = client.call(f"signal.{args.command}", {"project": args.project})
     if args.command == "resume":
-        return _resumed(args, result, paused)
+        return _resumed(args, result, loki, before)
     text = {"pause": "paused", "stop": "stopping"}[args.command]
-    return out(args, result, f"{text} ({args.project}/.loki/{args.command.upper()} written)")
+    return out(args, result, f"{text} ({loki}/{args.command.upper()} written)")
 
 
-def _resumed(args: argparse.Namespace, result: dict[str, Any], paused: bool) -> int:
+def _resumed(args: argparse.Namespace, result: dict[str, Any], loki: str, before: set[str]) -> int:
     """`resume` clears what `stop` and `pause` set, as Loki Mode's `loki resume` does.
 
     A lokid that predates that (its answer has no `stopped`) removed PAUSE only: STOP is
-    removed here, through the file, as Loki Mode's own CLI does."""
-    cleared = list(result.get("cleared") or [])
+    removed here, through the file, as Loki Mode's own CLI does. What was removed is what
+    was there before and is gone now, whichever lokid did it."""
     if "stopped" not in result:
-        cleared = ["PAUSE"] if paused else []
-        stop = os.path.join(args.project, ".loki", "STOP")
-        try:
-            os.unlink(stop)
-            cleared.append("STOP")
-        except FileNotFoundError:
-            pass
-        result = {**result, "stopped": False, "cleared": cleared}
-    names = ", ".join(f".loki/{os.path.basename(c)}" for c in cleared)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(loki, "STOP"))
+    gone = [n for n in SIGNAL_FILES if n in before and not os.path.exists(os.path.join(loki, n))]
+    result = {"stopped": False, **result, "cleared": result.get("cleared") or gone}
+    names = ", ".join(f".loki/{name}" for name in gone)
     return out(
         args,
         result,
