@@ -439,7 +439,12 @@ def _add(client: Client, args: argparse.Namespace, p: dict[str, Any]) -> int:
         tasks = _read_tasks(args.file)
         result = client.call("queue.enqueue_many", p | {"tasks": tasks})
         lines = [
-            r["id"] + (" (duplicate of an existing task, nothing added)" if r["duplicate"] else "")
+            r["id"]
+            + (
+                " (duplicate: that task has the same idempotency key; nothing added)"
+                if r["duplicate"]
+                else ""
+            )
             for r in result["results"]
         ]
         return out(args, result, "\n".join(lines))
