@@ -296,7 +296,7 @@ def test_on_a_terminal_states_are_columns_in_colour_and_times_are_relative(lokid
     assert code == 0, screen
     rows = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in screen.splitlines()]
     assert rows[0].startswith("in-progress ") and rows[1].startswith("pending ")
-    assert "ago" in screen or (" now " in screen and "T" not in rows[0].split()[3])
+    assert all(re.search(r" p\d+ +(now|\d+[smhd] ago) ", row) for row in rows[:2]), rows
     assert f"{ESC}36min-progress" in screen, "states are coloured on a terminal"
     assert ESC not in run_pty(lokid, proj, home, "queue", "list", NO_COLOR="1")[1]
     assert ESC not in run_pty(lokid, proj, home, "--no-color", "queue", "list")[1]
@@ -313,7 +313,8 @@ def test_queue_get_is_readable_without_json(lokid, proj, home):
     assert code == 0
     lines = screen.replace("\r", "").splitlines()
     assert lines[0].split() == ["id", task.strip()] and lines[1].split() == ["state", "pending"]
-    assert any((line.startswith("created") and "ago" in line) or "now" in line for line in lines)
+    created = next(line for line in lines if line.startswith("created"))
+    assert re.fullmatch(r"created +\d\d:\d\d:\d\d \((now|\d+s ago)\)", created), created
     assert not screen.lstrip().startswith("{")
 
 
