@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from lokictl._ui import wants_json
+from lokictl._base import wants_json
 
 # -- colour -------------------------------------------------------------------------------
 

@@ -7,10 +7,9 @@ import contextlib
 import os
 from typing import Any
 
+from lokictl._base import Failure, cwd, init_project, out, project_of, typed_path
 from lokictl._client import Client
 from lokictl._look import Clock, Style, clock_for, style_for
-from lokictl._ui import out
-from lokictl._where import cwd, init_project, typed_path
 
 
 def add_project_commands(sub: Any) -> None:
@@ -76,14 +75,10 @@ def cmd_project(client: Client, args: argparse.Namespace) -> int:
     if args.action == "add":
         path = typed_path(args.path or cwd())
         if not os.path.isdir(path):
-            from lokictl._ui import Failure
-
             raise Failure(f"no such folder: {path}")
         result = client.call("project.add", {"path": path})
         hint = "" if result["project"]["hasLoki"] else f"; `lokictl init {path}` creates .loki/"
         return out(args, result, "watching " + _project_line(result["project"], style) + hint)
-    from lokictl._where import project_of
-
     path = typed_path(args.path) if args.path else project_of(args)
     result = client.call("project.remove", {"path": path})
     return out(args, result, f"removed {path}" if result["removed"] else f"{path} was not watched")

@@ -8,9 +8,18 @@ from typing import Any
 
 import msgspec
 
+from lokictl._base import (
+    EXIT_ERROR,
+    NOT_A_PROJECT,
+    Failure,
+    check_project,
+    cwd,
+    init_project,
+    json_text,
+    out,
+)
 from lokictl._client import Client
 from lokictl._look import Clock, Style, clock_for, span, style_for
-from lokictl._ui import EXIT_ERROR, Failure, json_text, out
 
 # Shell completion of task ids: asked of a running lokid (never started for it), as
 # shtab's `.complete` format.
@@ -243,8 +252,6 @@ def _read_tasks(name: str) -> list[Any]:
 
 def _project_for_add(args: argparse.Namespace) -> None:
     """`queue add --init` outside a project makes this folder one; else the usual rule."""
-    from lokictl._where import NOT_A_PROJECT, check_project, cwd, init_project
-
     if args.project is None and not args.init:
         raise Failure(NOT_A_PROJECT + " (or add --init)")
     args.project = args.project or cwd()

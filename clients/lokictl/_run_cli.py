@@ -11,9 +11,9 @@ import os
 import sys
 from typing import Any
 
+from lokictl._base import NOT_A_PROJECT, Failure, out, wants_json
 from lokictl._client import Client
 from lokictl._look import style_for
-from lokictl._ui import Failure, out, wants_json
 
 # Passed to the container when set in lokictl's environment (lokid may have been started
 # from another one, such as a service manager's).
@@ -148,8 +148,6 @@ def _stop(client: Client, args: argparse.Namespace) -> int:
         params: dict[str, Any] = {"all": True}
     else:
         if args.project is None:
-            from lokictl._where import NOT_A_PROJECT
-
             raise Failure(NOT_A_PROJECT + " (or --all)")
         params = {"project": args.project}
     if args.grace is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from lokictl._ui import Failure, json_text
+from lokictl._base import Failure, json_text
 
 LIST_KEYS = ("tasks", "projects", "runs", "results", "cancelled")
 

@@ -8,9 +8,17 @@ import sys
 import time
 from typing import Any
 
+from lokictl._base import (
+    EXIT_LOST,
+    EXIT_OK,
+    Failure,
+    emit_json,
+    json_text,
+    typed_path,
+    wants_json,
+)
 from lokictl._client import FOREVER, Client, NotRunning, ProtocolError
 from lokictl._look import clock_for, style_for
-from lokictl._ui import EXIT_LOST, EXIT_OK, Failure, json_text, wants_json
 
 GONE = "lokid went away (the connection closed)"
 
@@ -18,8 +26,6 @@ GONE = "lokid went away (the connection closed)"
 def follow_events(client: Client, args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"topics": args.topics or ["*"]}
     if args.project:
-        from lokictl._where import typed_path
-
         params["project"] = typed_path(args.project)
     show = _printer(args)
     while True:
@@ -53,8 +59,6 @@ def reconnect(args: argparse.Namespace) -> Client:
 
 def _printer(args: argparse.Namespace) -> Any:
     if wants_json(args):
-        from lokictl._ui import emit_json
-
         return lambda event: emit_json(args, event)
     style = style_for(args)
     human = clock_for(args).human

@@ -10,9 +10,9 @@ import os
 import sys
 from typing import Any
 
+from lokictl._base import EXIT_NOT_RUNNING, EXIT_OK, Failure, out, project_of
 from lokictl._client import Client, DaemonError, NotRunning, ProtocolError
 from lokictl._look import span, style_for
-from lokictl._ui import EXIT_NOT_RUNNING, EXIT_OK, Failure, out
 
 SHELLS = ("bash", "zsh", "fish")
 # bash calls this for task ids (TASK_IDS in lokictl._queue_cli).
@@ -236,8 +236,6 @@ def complete_words(words: list[str]) -> int:
     running lokid only; silent when there is none (a shell is waiting)."""
     if words[:1] != ["tasks"]:
         return EXIT_OK
-    from lokictl._where import project_of
-
     try:
         project = project_of(argparse.Namespace(project=None), required=False)
     except Failure:

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from lokictl._base import EXIT_OK, json_text
 from lokictl._client import Client, DaemonError, NotRunning, ProtocolError
 from lokictl._look import Clock, parse_iso, span
-from lokictl._ui import EXIT_OK, json_text
 
 HELP = (
     "p pause/resume  s stop  j/k select  r retry  d delete (dead letter)  "

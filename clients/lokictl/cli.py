@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lokictl._client import Client, DaemonError, NotRunning, ProtocolError
-from lokictl._ui import (
+from lokictl._base import (
     EXIT_CODES,
     EXIT_ERROR,
     EXIT_LOST,
@@ -22,9 +21,11 @@ from lokictl._ui import (
     EXIT_OK,
     Failure,
     out,
+    project_of,
     report_error,
     wants_json,
 )
+from lokictl._client import Client, DaemonError, NotRunning, ProtocolError
 
 Command = Callable[[Client, argparse.Namespace], int]
 
@@ -402,8 +403,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.no_spawn is None:
         args.no_spawn = env_flag("LOKICTL_NO_SPAWN")
     if getattr(args, "where", None):
-        from lokictl._where import project_of
-
         args.project = project_of(args, required=args.where == "required")
     if args.command in OFFLINE:
         from lokictl._tools_cli import TOOL_COMMANDS
