@@ -315,6 +315,7 @@ def test_lokictl_queue_commands(lokid, project):
     def ctl(*args: str) -> subprocess.CompletedProcess:
         return lokictl(lokid, project, *args)
 
+    (project / ".loki").mkdir()  # lokictl works inside a project only
     added = ctl("--json", "queue", "add", "eng", "--priority", "high", "--payload", '{"a":1}')
     task_id = json.loads(added.stdout)["id"]
     claimed = ctl("--json", "queue", "claim", "--agent", "me", "--cap", "eng")

@@ -494,6 +494,7 @@ def test_lokictl_run_commands(engine, lokid, tmp_short):
     engine.publish()
     engine.pull(engine.image)
     path = project(tmp_short, "app")
+    Path(path, ".loki").mkdir()  # lokictl works inside a project only
     env = {**os.environ, "PWD": path, "LOKICTL_NO_SPAWN": "1"}
     cli = ["-m", "lokictl", "--socket", str(lokid.socket), "--json"]
 

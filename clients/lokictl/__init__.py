@@ -7,9 +7,16 @@ with Client.connect() as lokid:
 
 from typing import Any
 
-from lokictl._client import Client, DaemonError, NotRunning, ProtocolError
+from lokictl._client import FOREVER, Client, DaemonError, NotRunning, ProtocolError
 
-__all__ = ["Client", "DaemonError", "NotRunning", "ProtocolError", "spawn_daemon"]
+__all__ = [
+    "FOREVER",
+    "Client",
+    "DaemonError",
+    "NotRunning",
+    "ProtocolError",
+    "spawn_daemon",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import errno
 import itertools
+import math
 import os
 import socket
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +23,9 @@ from lokid.wire.framing import DEFAULT_MAX_FRAME, HEADER, FrameDecoder
 from lokid.wire.messages import Notification, Request, Response, ServerMessage
 
 T = TypeVar("T")
+
+# A timeout for waits that must never give up (live streams, long requests).
+FOREVER = math.inf
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(ServerMessage)
@@ -146,16 +150,35 @@ class Client:
         return msgspec.convert(reply.result, type)
 
     def events(self, timeout: float | None = None) -> Iterator[Any]:
-        """Yield event params (`{sub, seq, topic, project, time, data}`) as they come."""
+        """Yield event params (`{sub, seq, topic, project, time, data}`) as they come.
+
+        `timeout` bounds each wait (None: the socket's own timeout); `FOREVER` waits
+        as long as it takes, as a live stream must however quiet it is."""
         while True:
             while self._events:
                 yield self._events.popleft()
             self._pump(timeout)
 
+    def stream(self) -> Iterator[Any]:
+        """Events until the connection ends (`ProtocolError`): never times out."""
+        return self.events(FOREVER)
+
     def next_event(self, timeout: float | None = None) -> Any:
         while not self._events:
             self._pump(timeout)
         return self._events.popleft()
+
+    def wait(
+        self, msgid: int, on_event: Callable[[Any], None], timeout: float | None = FOREVER
+    ) -> Any:
+        """The reply to `msgid` (as `result`), handing each event that arrives meanwhile
+        to `on_event`: a long request (a pull, a stop's grace) with its progress."""
+        while True:
+            while self._events:
+                on_event(self._events.popleft())
+            if msgid in self._replies:
+                return self.result(msgid)
+            self._pump(timeout)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -174,7 +197,7 @@ class Client:
         """Read at least one frame and file it as a reply or an event."""
         if timeout is not None:
             previous = self._sock.gettimeout()
-            self._sock.settimeout(timeout)
+            self._sock.settimeout(None if timeout == FOREVER else timeout)
             try:
                 data = self._sock.recv(256 * 1024)
             finally:

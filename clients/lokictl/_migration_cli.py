@@ -6,8 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-import msgspec
-
+from lokictl._base import out
 from lokictl._client import Client
 
 PHASES = ("understand", "guardrail", "migrate", "verify")
@@ -20,41 +19,46 @@ DESTROYS = (
 )
 
 
-def add_migration_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    migration = sub.add_parser(
-        "migration", parents=[common], help="Loki Mode's codebase migrations (loki migrate)"
+def add_migration_commands(sub: Any) -> None:
+    from lokictl.cli import command
+
+    migration = command(
+        sub,
+        "migration",
+        "Loki Mode's codebase migrations (loki migrate), in ~/.loki/migrations",
+        "  lokictl migration list\n"
+        "  lokictl migration show mig_20261130_0412_app\n"
+        "  lokictl migration advance mig_20261130_0412_app understand",
     )
-    m = migration.add_subparsers(dest="action", required=True)
-    m.add_parser("list", parents=[common], help="every migration in ~/.loki/migrations")
-    show = m.add_parser("show", parents=[common], help="phases, features, steps, checkpoint")
-    show.add_argument("id")
+    m = migration.add_subparsers(dest="action", required=True, metavar="ACTION")
+    command(m, "list", "every migration in ~/.loki/migrations")
+    show = command(m, "show", "phases, features, steps, last checkpoint")
+    show.add_argument("id", help="the migration id (mig_...)")
     for verb, text in (
         ("start", "start a phase (nothing happens if it is in progress)"),
         ("advance", "complete a phase and start the next, if its gate passes"),
     ):
-        cmd = m.add_parser(verb, parents=[common], help=text)
-        cmd.add_argument("id")
+        cmd = command(m, verb, text)
+        cmd.add_argument("id", help="the migration id (mig_...)")
         cmd.add_argument("phase", choices=PHASES)
-    progress = m.add_parser("progress", parents=[common], help="append a session to progress.md")
-    progress.add_argument("id")
-    progress.add_argument("summary")
+    progress = command(m, "progress", "append a session to the migration's progress.md")
+    progress.add_argument("id", help="the migration id (mig_...)")
+    progress.add_argument("summary", help="what the session did")
     progress.add_argument("--agent", default="lokictl", help="who did the work (default lokictl)")
     progress.add_argument("--steps-completed", help="e.g. 's1, s2'")
     progress.add_argument("--tests", help="e.g. '42/42'")
     progress.add_argument("--notes")
-    checkpoint = m.add_parser(
-        "checkpoint", parents=[common], help="git tag loki-migrate/<step>/pre in the codebase"
-    )
-    checkpoint.add_argument("id")
-    checkpoint.add_argument("step")
-    rollback = m.add_parser(
+    checkpoint = command(m, "checkpoint", "git tag loki-migrate/<step>/pre in the codebase")
+    checkpoint.add_argument("id", help="the migration id (mig_...)")
+    checkpoint.add_argument("step", help="the step id (s1, s2, ...)")
+    rollback = command(
+        m,
         "rollback",
-        parents=[common],
-        help="DESTRUCTIVE: git reset --hard the codebase to a step's checkpoint",
-        description=DESTROYS.format(step="<step>", codebase="the migration's codebase"),
+        "DESTRUCTIVE: git reset --hard the codebase to a step's checkpoint; "
+        + DESTROYS.format(step="<step>", codebase="the migration's codebase"),
     )
-    rollback.add_argument("id")
-    rollback.add_argument("step")
+    rollback.add_argument("id", help="the migration id (mig_...)")
+    rollback.add_argument("step", help="the step id (s1, s2, ...)")
     rollback.add_argument(
         "--yes-destroy-work",
         action="store_true",
@@ -160,5 +164,7 @@ def cmd_migration(client: Client, args: argparse.Namespace) -> int:
     else:
         result = client.call("migration.checkpoint", {"id": args.id, "step": args.step})
         text = f"tagged {result['tag']} at {result['commit'][:12]}"
-    print(msgspec.json.encode(result).decode() if args.json else text, flush=True)
-    return 0
+    return out(args, result, text)
+
+
+MIGRATION_COMMANDS = {"migration": cmd_migration}

@@ -1,106 +1,265 @@
 """lokictl: the command line for lokid.
 
-Exit codes: 0 done, 1 the daemon answered with an error, 2 bad usage,
-3 no daemon (not running and not started), 4 connection lost.
+Only the named command's branch of the parser is built, and each area's module is
+imported when used: `lokictl status` pays for nothing else (see bench/bench_ping.py).
 """
+
+from __future__ import annotations
 
 import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
+from lokictl._base import (
+    EXIT_CODES,
+    EXIT_ERROR,
+    EXIT_LOST,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    Failure,
+    out,
+    project_of,
+    report_error,
+    wants_json,
+)
 from lokictl._client import Client, DaemonError, NotRunning, ProtocolError
-from lokid.paths import logical_cwd
 
-EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_LOST = 1, 2, 3, 4
+Command = Callable[[Client, argparse.Namespace], int]
+
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+EXAMPLES = """examples:
+  lokictl init                         make this folder a Loki Mode project and watch it
+  lokictl status                       lokid, and the project you are in
+  lokictl queue add eng --priority high --payload '{"action": "implement"}'
+  lokictl queue list --state pending
+  lokictl events 'queue.*'             live events until ^C
+  lokictl top                          a live full-screen view
+  lokictl info                         where lokid's socket, log and state are
+
+The project is the nearest folder at or above this one with a .loki/ (as git finds a
+repository), or --project PATH. lokictl starts lokid when it is not running, unless
+--no-spawn or LOKICTL_NO_SPAWN=1. The options above are accepted after the command too.
+
+environment:
+  LOKID_SOCKET       lokid's socket (as --socket)
+  LOKICTL_NO_SPAWN   1/true/yes/on: never start lokid (as --no-spawn); 0/false/no/off
+  LOKICTL_TIMEOUT    seconds a request waits for its reply (default 30; streams never time out)
+  NO_COLOR           any value: no colour"""
 
 
-def _json(value: Any) -> str:
-    return msgspec.json.encode(value).decode()
+# Folders complete --project (shtab's `.complete` format).
+DIRECTORY = {
+    "bash": "_shtab_compgen_dirs",
+    "zsh": "_files -/",
+    "fish": "(__fish_complete_directories)",
+}
 
 
-def _add_common(parser: argparse.ArgumentParser, defaults: bool) -> argparse.ArgumentParser:
-    """Options accepted before and after the command; only the top level sets defaults,
-    so a subcommand's parser never overwrites what was given before it."""
+EXIT_LINE = "exit codes: 0 done, 1 lokid error, 2 bad usage, 3 lokid not running, 4 connection lost"
 
-    def default(value: Any) -> Any:
-        return value if defaults else argparse.SUPPRESS
 
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written; option help wrapped without splitting
+    hyphenated words (`in-progress`, `dead-letter`)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with mistakes reported as one line that says what to type instead."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        from lokictl._help import friendlier
+
+        raise Failure(f"{friendlier(message)} (see `{self.prog} --help`)")
+
+
+# Global options, accepted anywhere on the line (before or after the command). They are
+# taken out of argv before argparse sees it: a parse then builds only the few options of
+# the command itself, which keeps `lokictl status` as fast as it was. They are added to
+# the parsers only to be shown (help, the man page, completion).
+FLAGS = {"--json": "json", "--no-color": "no_color", "--no-spawn": "no_spawn", "--version": "v"}
+VALUES = {"--socket": "socket", "--jq": "jq"}
+GLOBALS = {"json": False, "json_fields": None, "jq": None, "no_color": False, "socket": None}
+
+
+def _add_common(parser: argparse.ArgumentParser, top: bool) -> None:
+    """Show the global options: all at the top, the output ones on each command."""
     parser.add_argument(
-        "--json", action="store_true", default=default(False), help="print JSON for machines"
+        "--json",
+        action="store_true",
+        help="print JSON for machines (errors too, on stderr); --json=FIELDS picks fields, "
+        "e.g. --json=id,type,state",
+    )
+    parser.add_argument("--jq", metavar="EXPR", help="filter the JSON through jq EXPR")
+    if not top:
+        return
+    parser.add_argument(
+        "--no-color",
+        action="store_true",
+        help="no colour (also when NO_COLOR is set or output is not a terminal)",
     )
     parser.add_argument(
-        "--socket", default=default(None), help="lokid socket path (default: as lokid finds it)"
+        "--socket",
+        metavar="PATH",
+        help="lokid's socket (default: $LOKID_SOCKET, else $XDG_RUNTIME_DIR/lokid/lokid.sock)",
     )
     parser.add_argument(
         "--no-spawn",
         action="store_true",
-        default=default(os.environ.get("LOKICTL_NO_SPAWN") == "1"),
         help="do not start lokid when it is not running (env LOKICTL_NO_SPAWN=1)",
     )
-    return parser
+    parser.add_argument("--version", action="store_true", help="print lokictl's version and exit")
 
 
-def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The parser for `argv`: only the named command's branch is built (every parser
-    costs `lokictl status` start-up time); the whole tree for help or a typo."""
-    parser = _add_common(argparse.ArgumentParser(prog="lokictl"), True)
-    sub = parser.add_subparsers(dest="command", required=True)
-    wanted = _command_word(sys.argv[1:] if argv is None else argv)
-    builders = [BRANCHES[wanted]] if wanted in BRANCHES else list(dict.fromkeys(BRANCHES.values()))
-    common = None
-    if any(build not in BASIC for build in builders):
-        common = _add_common(argparse.ArgumentParser(add_help=False), False)
-    for build in builders:
-        build(sub, common)
-    return parser
-
-
-def _command_word(argv: list[str]) -> str | None:
-    """The first word that is not an option (nor the value of `--socket`)."""
+def split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The global options in `argv` (until a `--`), and the words left for argparse."""
+    found: dict[str, Any] = {**GLOBALS, "no_spawn": None, "v": False}
+    rest: list[str] = []
     words = iter(argv)
     for word in words:
-        if word == "--socket":
-            next(words, None)
-        elif not word.startswith("-"):
-            return word
-    return None
+        name, eq, value = word.partition("=")
+        if word == "--":
+            rest += [word, *words]
+        elif word in FLAGS:
+            found[FLAGS[word]] = True
+        elif name == "--json" and eq:
+            found["json"] = True
+            found["json_fields"] = [f.strip() for f in value.split(",") if f.strip()]
+        elif name in VALUES:
+            if not eq:
+                value = next(words, "")
+            if not value:
+                raise Failure(f"{name} needs a value (see `lokictl --help`)")
+            found[VALUES[name]] = value
+        else:
+            rest.append(word)
+    return found, rest
 
 
-def _basic(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
-    return _add_common(sub.add_parser(name, help=text), False)
+SHOWING = False  # building parsers to be shown (help, man, completion), not only to parse
 
 
-def _add_status(sub: Any, common: argparse.ArgumentParser | None) -> None:
-    status = _basic(sub, "status", "daemon and project status")
-    status.add_argument("--project", help="the project folder (default: $PWD if it has .loki/)")
+def command(
+    sub: Any, name: str, text: str, examples: str = "", where: str | None = None
+) -> argparse.ArgumentParser:
+    """A subcommand: its help as its description, examples and exit codes after it.
+
+    `where`: "required" (a project is needed: --project or discovery), "optional"
+    (used when found), None (no project)."""
+    epilog = (f"examples:\n{examples}\n\n" if examples else "") + EXIT_LINE
+    parser = sub.add_parser(
+        name,
+        help=text,
+        description=text,
+        epilog=epilog,
+        formatter_class=Formatter,
+        add_help=SHOWING,  # -h is in argv whenever help is wanted (see _parser)
+    )
+    if SHOWING:
+        _add_common(parser, False)
+    if where:
+        parser.add_argument(
+            "--project",
+            metavar="PATH",
+            help="the project folder (default: the nearest folder with .loki/ at or above $PWD)",
+        ).complete = DIRECTORY  # type: ignore[attr-defined]
+    parser.set_defaults(where=where)
+    return parser
 
 
-def _add_ping(sub: Any, common: argparse.ArgumentParser | None) -> None:
-    _basic(sub, "ping", "round trip to the daemon")
+def _parser(argv: list[str] | None = None, showing: bool = False) -> argparse.ArgumentParser:
+    """The parser for `argv` (global options already taken out): only the named command's
+    branch is built (every parser costs `lokictl status` start-up time); the whole tree
+    for help or a typo. `showing` adds the global options, for help and the man page."""
+    global SHOWING
+    argv = sys.argv[1:] if argv is None else argv
+    SHOWING = showing or "-h" in argv or "--help" in argv
+    parser = Parser(
+        prog="lokictl",
+        description="lokictl: the command line for lokid, the daemon that owns a Loki Mode "
+        "project's .loki/ state.",
+        epilog=EXAMPLES + "\n\n" + EXIT_CODES,
+        formatter_class=Formatter,
+        add_help=SHOWING,
+    )
+    if SHOWING:
+        _add_common(parser, True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    wanted = next((w for w in argv if not w.startswith("-")), None)
+    builders = [BRANCHES[wanted]] if wanted in BRANCHES else list(dict.fromkeys(BRANCHES.values()))
+    for build in builders:
+        build(sub)
+    return parser
 
 
-def _add_events(sub: Any, common: argparse.ArgumentParser | None) -> None:
-    events = _basic(sub, "events", "print events until ^C")
-    events.add_argument("topics", nargs="*", default=["*"], help="topic globs (default *)")
-    events.add_argument("-f", "--follow", action="store_true", help="(default) keep following")
-    events.add_argument("--project", help="only events of this project")
+def _preprocess(argv: list[str]) -> list[str]:
+    """`help [COMMAND...]` is `COMMAND... --help`."""
+    return [*argv[1:], "--help"] if argv[:1] == ["help"] else argv
 
 
-def _add_daemon(sub: Any, common: argparse.ArgumentParser | None) -> None:
-    daemon = _basic(sub, "daemon", "control the daemon")
-    daemon_sub = daemon.add_subparsers(dest="action", required=True)
-    _add_common(daemon_sub.add_parser("stop", help="stop lokid"), False)
+def env_flag(name: str) -> bool:
+    """A yes/no environment variable in any of the usual spellings; anything else is
+    refused with the valid ones, never silently read as no."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise Failure(
+        f"{name}={os.environ[name]!r} is not a yes/no value; "
+        f"use one of {', '.join(TRUE_WORDS)} or {', '.join(w for w in FALSE_WORDS if w)}"
+    )
 
 
-BASIC = frozenset({_add_status, _add_ping, _add_events, _add_daemon})
+# -- the basic commands (status, ping, events, daemon) ------------------------------------
 
 
-def _print(args: argparse.Namespace, value: Any, text: str) -> None:
-    print(_json(value) if args.json else text, flush=True)
+def _add_status(sub: Any) -> None:
+    command(
+        sub,
+        "status",
+        "lokid's status, and the project's when inside one (run, queue, breakers, signals)",
+        "  lokictl status\n  lokictl status --project ~/app --json",
+        where="optional",
+    )
+
+
+def _add_ping(sub: Any) -> None:
+    command(sub, "ping", "one round trip to lokid (starts it when it is not running)")
+
+
+def _add_events(sub: Any) -> None:
+    events = command(
+        sub,
+        "events",
+        "print lokid's events as they happen, until ^C (never times out while quiet)",
+        "  lokictl events 'queue.*' 'breaker.*'\n  lokictl events --project . --json\n"
+        "  lokictl events --reconnect        keep following across a lokid restart",
+    )
+    events.add_argument(
+        "topics", nargs="*", default=["*"], help="topic globs such as 'queue.*' (default: all)"
+    )
+    events.add_argument("-f", "--follow", action="store_true", help="(the default) keep following")
+    events.add_argument("--project", metavar="PATH", help="only this project's events")
+    events.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="when lokid goes away, wait for it to come back and follow on",
+    )
+
+
+def _add_daemon(sub: Any) -> None:
+    daemon = command(sub, "daemon", "control lokid itself")
+    daemon_sub = daemon.add_subparsers(dest="action", required=True, metavar="ACTION")
+    command(daemon_sub, "stop", "stop lokid (requests in flight get its grace period)")
 
 
 def _duration(seconds: float) -> str:
@@ -111,248 +270,188 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
-    """The daemon, and the project when run inside one (a folder with .loki/)."""
+    """lokid, and the project when run inside one; only projects that still exist."""
     st = client.call("daemon.status")
-    projects = ", ".join(st["projects"]) or "none"
+    st["projects"] = [p for p in st["projects"] if os.path.isdir(p)]
     text = (
         f"lokid {st['version']} (pid {st['pid']}), up {_duration(st['uptime_s'])}\n"
-        f"connections: {st['connections']}\nprojects: {projects}"
+        f"connections: {st['connections']}\nprojects: {', '.join(st['projects']) or 'none'}"
     )
-    path = args.project or logical_cwd()
-    if args.project or os.path.isdir(os.path.join(path, ".loki")):
+    if args.project:
         from lokictl._project_cli import project_status_text
 
-        project = client.call("project.status", {"project": path})
+        project = client.call("project.status", {"project": args.project})
         st = {"daemon": st, "project": project}
-        text += "\n\n" + project_status_text(project)
-    _print(args, st, text)
-    return 0
+        return out(args, st, lambda: text + "\n\n" + project_status_text(project, args))
+    return out(args, st, text)
 
 
 def cmd_ping(client: Client, args: argparse.Namespace) -> int:
     start = time.perf_counter()
     reply = client.call("ping")
     ms = (time.perf_counter() - start) * 1000
-    _print(args, {"time": reply["time"], "rtt_ms": round(ms, 3)}, f"pong in {ms:.3f} ms")
-    return 0
+    return out(args, {"time": reply["time"], "rtt_ms": round(ms, 3)}, f"pong in {ms:.3f} ms")
 
 
 def cmd_events(client: Client, args: argparse.Namespace) -> int:
-    client.call("subscribe", {"topics": args.topics, "project": args.project})
-    try:
-        for event in client.events():
-            if args.json:
-                print(_json(event), flush=True)
-            else:
-                where = f" [{event['project']}]" if event["project"] else ""
-                data = _json(event["data"]) if event["data"] is not None else ""
-                print(f"{event['time']} {event['topic']}{where} {data}".rstrip(), flush=True)
-    except KeyboardInterrupt:
-        return 0
-    return 0
+    from lokictl._stream import follow_events
+
+    return follow_events(client, args)
 
 
 def cmd_daemon(client: Client, args: argparse.Namespace) -> int:
     client.call("daemon.shutdown")
-    _print(args, {"stopping": True}, "lokid is stopping")
-    return 0
+    return out(args, {"stopping": True}, "lokid is stopping")
 
 
-COMMANDS = {"status": cmd_status, "ping": cmd_ping, "events": cmd_events, "daemon": cmd_daemon}
+# -- the other areas: their modules are imported only when used -----------------------------
 
 
-# -- container runs: run start|stop|status|logs|list, image update --------------------------
+def _lazy_command(module: str, table: str) -> Command:
+    def run(client: Client, args: argparse.Namespace) -> int:
+        import importlib
 
-# Passed to the container when set in lokictl's environment (lokid may have been started
-# from another one, such as a service manager's).
-RUN_SECRETS = ("ANTHROPIC_API_KEY", "GITHUB_TOKEN", "GH_TOKEN")
+        return getattr(importlib.import_module(module), table)[args.command](client, args)
 
-
-def _project() -> str:
-    return logical_cwd()
+    return run
 
 
-def _add_run_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    run = sub.add_parser("run", parents=[common], help="Loki Mode runs in containers")
-    run_sub = run.add_subparsers(dest="action", required=True)
-    start = run_sub.add_parser("start", parents=[common], help="start this folder's run")
-    start.add_argument("--image", help="image (default: LOKI_DOCKER_IMAGE of lokid)")
-    start.add_argument("--api", action="store_true", help="publish the dashboard port")
-    start.add_argument("--no-pull", action="store_true", help="skip pull and prune")
-    start.add_argument(
-        "-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="container env"
-    )
-    start.add_argument("args", nargs="*", help="loki arguments (default: start); put -- first")
-    stop = run_sub.add_parser("stop", parents=[common], help="stop and remove the run")
-    stop.add_argument("--all", action="store_true", help="every run lokid or Loki Mode started")
-    stop.add_argument("--grace", type=float, help="seconds before SIGKILL (default: lokid's)")
-    run_sub.add_parser("status", parents=[common], help="this folder's run")
-    run_sub.add_parser("list", parents=[common], help="every run")
-    logs = run_sub.add_parser("logs", parents=[common], help="the run's output")
-    logs.add_argument("-n", "--tail", type=int, help="last N lines only")
-    logs.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
-    image = sub.add_parser("image", parents=[common], help="the Loki Mode image")
-    image_sub = image.add_subparsers(dest="action", required=True)
-    update = image_sub.add_parser("update", parents=[common], help="pull, then prune old ones")
-    update.add_argument("--image", help="image (default: LOKI_DOCKER_IMAGE of lokid)")
+def _lazy_builder(module: str, name: str) -> Callable[[Any], None]:
+    def build(sub: Any) -> None:
+        import importlib
+
+        getattr(importlib.import_module(module), name)(sub)
+
+    return build
 
 
-def _run_line(run: dict[str, Any]) -> str:
-    port = f" port {run['port']}" if run["port"] else ""
-    code = f" exit {run['exit_code']}" if run["exit_code"] is not None else ""
-    return f"{run['container']} {run['state']}{code}{port} {run['image']} ({run['project']})"
+_QUEUE = "lokictl._queue_cli"
+_PROJECT = "lokictl._project_cli"
+_RUN = "lokictl._run_cli"
+_TOOLS = "lokictl._tools_cli"
+_MIGRATION = "lokictl._migration_cli"
 
+COMMANDS: dict[str, Command] = {
+    "status": cmd_status,
+    "ping": cmd_ping,
+    "events": cmd_events,
+    "daemon": cmd_daemon,
+    **dict.fromkeys(("queue", "dlq", "breakers"), _lazy_command(_QUEUE, "QUEUE_COMMANDS")),
+    **dict.fromkeys(
+        ("project", "pause", "resume", "stop", "init"), _lazy_command(_PROJECT, "PROJECT_COMMANDS")
+    ),
+    **dict.fromkeys(("run", "image"), _lazy_command(_RUN, "RUN_COMMANDS")),
+    "top": _lazy_command(_TOOLS, "TOOL_COMMANDS"),
+    "migration": _lazy_command(_MIGRATION, "MIGRATION_COMMANDS"),
+}
 
-def _start_params(args: argparse.Namespace) -> dict[str, Any]:
-    env = {k: os.environ[k] for k in RUN_SECRETS if os.environ.get(k)}
-    for item in args.env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"lokictl: -e wants KEY=VALUE, got {item!r}", file=sys.stderr)
-            sys.exit(EXIT_USAGE)
-        env[key] = value
-    params: dict[str, Any] = {"project": _project(), "args": args.args or ["start"], "env": env}
-    if args.image:
-        params["image"] = args.image
-    if args.api:
-        params["api"] = True
-    if args.no_pull:
-        params["pull"] = False
-    return params
+# Commands that run without a connection made for them (they make their own, or none).
+OFFLINE = {"info", "completion", "man"}
 
+_queue_builder = _lazy_builder(_QUEUE, "add_queue_commands")
+_project_builder = _lazy_builder(_PROJECT, "add_project_commands")
+_run_builder = _lazy_builder(_RUN, "add_run_commands")
+_tools_builder = _lazy_builder(_TOOLS, "add_tool_commands")
+_migration_builder = _lazy_builder(_MIGRATION, "add_migration_commands")
 
-def _run_logs(client: Client, args: argparse.Namespace) -> int:
-    params = {"project": _project(), "tail": args.tail, "follow": args.follow}
-    if not args.follow:
-        result = client.call("run.logs", params)
-        _print(args, result, "\n".join(result["lines"]))
-        return 0
-    msgid = client.send("run.logs", params)
-    try:
-        while True:
-            event = client.next_event()
-            data = event["data"] or {}
-            if event["topic"] != "run.log" or data.get("id") != msgid:
-                continue
-            if data.get("end"):
-                break
-            print(_json(event) if args.json else data["line"], flush=True)
-    except KeyboardInterrupt:
-        client.cancel(msgid)
-        return 0
-    client.result(msgid)
-    return 0
-
-
-def cmd_run(client: Client, args: argparse.Namespace) -> int:
-    if args.action == "logs":
-        return _run_logs(client, args)
-    if args.action == "start":
-        r = client.call("run.start", _start_params(args))
-        for warning in r["warnings"]:
-            print(f"lokictl: warning: {warning}", file=sys.stderr)
-        port = f", dashboard on port {r['port']}" if r["port"] else ""
-        _print(args, r, f"started {r['container']} ({r['image']}){port}")
-    elif args.action == "stop":
-        params = {"all": True} if args.all else {"project": _project()}
-        if args.grace is not None:
-            params["grace"] = args.grace
-        r = client.call("run.stop", params)
-        names = r["stopped"] + r["removed"]
-        _print(args, r, f"stopped {', '.join(names)}" if names else "nothing running")
-    elif args.action == "status":
-        r = client.call("run.status", {"project": _project()})
-        _print(args, r, _run_line(r["run"]) if r["run"] else "no run for this folder")
-    else:
-        r = client.call("run.list")
-        _print(args, r, "\n".join(_run_line(x) for x in r["runs"]) or "no runs")
-    return 0
-
-
-def cmd_image(client: Client, args: argparse.Namespace) -> int:
-    r = client.call("image.update", {"image": args.image} if args.image else {})
-    lines = [f"{r['image']} is {r['id'][:19]}", r["message"]]
-    if r["kept_in_use"]:
-        lines.append(f"kept {len(r['kept_in_use'])} older image(s) a container still uses")
-    lines += [f"could not remove {f['id'][:19]}: {f['error']}" for f in r["failed"]]
-    _print(args, r, "\n".join(lines))
-    return 0
-
-
-COMMANDS.update(run=cmd_run, image=cmd_image)
-
-
-# The queue and project commands live in their own modules, imported only when used:
-# `lokictl status` should not pay for them.
-def _queue_command(client: Client, args: argparse.Namespace) -> int:
-    from lokictl._queue_cli import QUEUE_COMMANDS
-
-    return QUEUE_COMMANDS[args.command](client, args)
-
-
-def _project_command(client: Client, args: argparse.Namespace) -> int:
-    from lokictl._project_cli import PROJECT_COMMANDS
-
-    return PROJECT_COMMANDS[args.command](client, args)
-
-
-def _add_queue_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    from lokictl._queue_cli import add_queue_commands
-
-    add_queue_commands(sub, common)
-
-
-def _add_project_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    from lokictl._project_cli import add_project_commands
-
-    add_project_commands(sub, common)
-
-
-def _add_migration_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    from lokictl._migration_cli import add_migration_commands, cmd_migration
-
-    add_migration_commands(sub, common)
-    COMMANDS["migration"] = cmd_migration  # the command runs only where its parser was built
-
-
-COMMANDS.update(dict.fromkeys(("queue", "dlq", "breakers"), _queue_command))
-COMMANDS.update(dict.fromkeys(("project", "pause", "resume", "stop"), _project_command))
-
-# -- end of container runs ------------------------------------------------------------------
-
-
-BRANCHES = {
+BRANCHES: dict[str, Callable[[Any], None]] = {
     "status": _add_status,
     "ping": _add_ping,
     "events": _add_events,
     "daemon": _add_daemon,
-    **dict.fromkeys(("run", "image"), _add_run_commands),
-    **dict.fromkeys(("queue", "dlq", "breakers"), _add_queue_commands),
-    **dict.fromkeys(("project", "pause", "resume", "stop"), _add_project_commands),
-    "migration": _add_migration_commands,
+    **dict.fromkeys(("queue", "dlq", "breakers"), _queue_builder),
+    **dict.fromkeys(("project", "pause", "resume", "stop", "init"), _project_builder),
+    **dict.fromkeys(("run", "image"), _run_builder),
+    **dict.fromkeys(("top", "info", "completion", "man"), _tools_builder),
+    "migration": _migration_builder,
 }
 
 
+def full_parser() -> argparse.ArgumentParser:
+    """Every command's parser with every option shown (completion, man page, suggestions)."""
+    return _parser(["--all-commands"], showing=True)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser(argv).parse_args(argv)
-    spawn = not args.no_spawn and args.command != "daemon"
+    args: argparse.Namespace | None = None
     try:
-        with Client.connect(args.socket, spawn=spawn) as client:
-            return COMMANDS[args.command](client, args)
-    except NotRunning as exc:
-        if args.command == "daemon":
-            _print(args, {"stopping": False}, "lokid is not running")
-            return 0
-        print(f"lokictl: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-    except DaemonError as exc:
-        print(f"lokictl: {exc.code}: {exc.message}", file=sys.stderr)
-        return EXIT_ERROR
-    except (ProtocolError, ConnectionError) as exc:
-        print(f"lokictl: connection to lokid lost: {exc}", file=sys.stderr)
-        return EXIT_LOST
+        found, words = split_globals(_preprocess(list(sys.argv[1:] if argv is None else argv)))
+        version = found.pop("v")
+        args = argparse.Namespace(**found)  # errors from here on know about --json
+        if version and "-h" not in words and "--help" not in words:
+            from lokid import __version__
+
+            print(f"lokictl {__version__}")
+            return EXIT_OK
+        if words[:1] == ["__complete"]:
+            from lokictl._tools_cli import complete_words
+
+            return complete_words(words[1:])
+        args = _parser(words).parse_args(words, argparse.Namespace(**found))
+        return _run(args)
+    except Failure as exc:
+        report_error(args, exc.message, exc.kind)
+        return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `lokictl queue list | head`: the reader left; say nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.no_spawn is None:
+        args.no_spawn = env_flag("LOKICTL_NO_SPAWN")
+    if getattr(args, "where", None):
+        args.project = project_of(args, required=args.where == "required")
+    if args.command in OFFLINE:
+        from lokictl._tools_cli import TOOL_COMMANDS
+
+        return TOOL_COMMANDS[args.command](None, args)
+    return connect_and_run(args, COMMANDS[args.command])
+
+
+def request_timeout() -> float:
+    """Seconds a request may wait for its reply (`LOKICTL_TIMEOUT`, default 30); live
+    streams and long requests (a pull, a stop) are not bound by it."""
+    text = os.environ.get("LOKICTL_TIMEOUT") or "30"
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise Failure(f"LOKICTL_TIMEOUT={text!r} is not a positive number of seconds")
+    return value
+
+
+def connect_and_run(args: argparse.Namespace, run: Command) -> int:
+    spawn = not args.no_spawn and args.command != "daemon"
+    timeout = request_timeout()
+    try:
+        with Client.connect(args.socket, spawn=spawn, timeout=timeout) as client:
+            return run(client, args)
+    except NotRunning as exc:
+        if args.command == "daemon":
+            return out(args, {"stopping": False}, "lokid is not running")
+        report_error(args, str(exc), "not_running")
+        return EXIT_NOT_RUNNING
+    except DaemonError as exc:
+        text = exc.message if wants_json(args) else f"{exc.code}: {exc.message}"
+        report_error(args, text, exc.code, exc.data)
+        return EXIT_ERROR
+    except TimeoutError:
+        report_error(args, "lokid did not answer in time (it may be overloaded or hung)", "lost")
+        return EXIT_LOST
+    except (ProtocolError, ConnectionError) as exc:
+        report_error(args, f"connection to lokid lost: {exc}", "lost")
+        return EXIT_LOST
+    except PermissionError as exc:
+        report_error(args, f"cannot reach lokid: {exc}", "not_running")
+        return EXIT_NOT_RUNNING
 
 
 if __name__ == "__main__":
