@@ -38,6 +38,11 @@ from lokid.service.notify import Notifier
 from lokid.service.supervise import plural
 from lokid.settings import Settings
 from lokid.watch.watcher import Watcher
+from lokid.wire.daemon import InfoDocker
+
+# Variables that change where and how runs go, shown by daemon.info (lokid keeps the
+# environment of whoever started it, which may not be the user's shell).
+RUN_ENVIRONMENT = ("DOCKER_HOST", "DOCKER_CONTEXT", "LOKI_DOCKER_IMAGE")
 
 
 @dataclass
@@ -53,6 +58,14 @@ class App:
     watcher: Watcher
     migrations: MigrationArea
     capabilities: list[str] = field(default_factory=list)
+    # What lokid was started with that decides where runs go (daemon.info shows it).
+    environment: dict[str, str] = field(default_factory=dict)
+
+    def docker_endpoint(self) -> InfoDocker | None:
+        if self.runs is None:
+            return None
+        endpoint = self.runs.config.endpoint
+        return InfoDocker(endpoint.host, endpoint.source)
 
     @property
     def areas(self) -> list[Any]:
@@ -89,7 +102,9 @@ def build_app(
         debounce_ms=settings.watch_debounce_ms,
     )
     migrations = MigrationArea(publish=hub.publish)  # ~/.loki/migrations of lokid's HOME
-    return App(settings, lifecycle, hub, projects, queues, runs, watcher, migrations)
+    app = App(settings, lifecycle, hub, projects, queues, runs, watcher, migrations)
+    app.environment = {k: env[k] for k in RUN_ENVIRONMENT if env.get(k)}
+    return app
 
 
 def _remember_in(projects: Projects):

@@ -287,3 +287,21 @@ def test_lokictl_stays_thin(tmp_short):
         timeout=30,
     )
     assert done.stdout.strip() == "none", done
+
+
+def test_daemon_info_says_where_lokid_keeps_things_and_what_is_wrong(lokid, tmp_short):
+    fine, bare, gone = tmp_short / "fine", tmp_short / "bare", tmp_short / "gone"
+    (fine / ".loki").mkdir(parents=True)
+    bare.mkdir()
+    gone.mkdir()
+    for path in (fine, bare, gone):
+        lokid.call("project.add", {"path": str(path)})
+    gone.rmdir()
+    info = lokid.call("daemon.info")
+    assert info["pid"] == lokid.proc.pid and info["socket"] == str(lokid.socket)
+    assert info["logFile"] == str(lokid.log_path), "its stderr is that file"
+    problems = {p["path"]: (p["hasLoki"], p["missing"], p["problem"]) for p in info["projects"]}
+    assert problems[str(fine)] == (True, False, None)
+    assert problems[str(bare)][:2] == (False, False) and "no .loki/" in problems[str(bare)][2]
+    assert problems[str(gone)] == (False, True, "the folder is gone")
+    assert not (bare / ".loki").exists(), "asking creates nothing"

@@ -261,14 +261,16 @@ PROJECT = [
         "signal.pause",
         projects.ProjectParams,
         projects.Paused,
-        "Pause the project (creates .loki/PAUSE, as `loki pause`): claims answer paused.",
+        "Pause the project (creates .loki/PAUSE, as `loki pause`, and lokid's own"
+        " .loki/lokid/PAUSE): claims answer paused until resumed.",
     ),
     ToolSpec(
         "project_resume",
         "signal.resume",
         projects.ProjectParams,
-        projects.Paused,
-        "Resume a paused project (removes .loki/PAUSE, as `loki resume`).",
+        projects.Resumed,
+        "Resume a paused or stopped project (removes .loki/PAUSE, lokid/PAUSE,"
+        " PAUSE_AT_CHECKPOINT and STOP, as `loki resume`).",
     ),
 ]
 

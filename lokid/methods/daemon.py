@@ -1,21 +1,29 @@
-"""hello, ping, daemon.status, daemon.shutdown, subscribe, unsubscribe, debug.sleep."""
+"""hello, ping, daemon.status, daemon.info, daemon.shutdown, subscribe, unsubscribe,
+debug.sleep."""
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from typing import Protocol
 
 import trio
 
 from lokid.errors import InvalidParams, NotFound
+from lokid.files.reading import is_dir
 from lokid.hub import Hub
 from lokid.lifecycle import Lifecycle
-from lokid.projects import Projects, check_project_path
+from lokid.projects import Project, Projects, check_project_path
 from lokid.server.dispatch import Call, Router
+from lokid.settings import Settings
 from lokid.wire.daemon import (
     Empty,
     HelloParams,
     HelloResult,
+    InfoDocker,
+    InfoProject,
+    InfoResult,
     PingResult,
     ShutdownResult,
     SleepParams,
@@ -31,10 +39,14 @@ from lokid.wire.times import iso
 
 
 class DaemonApp(Protocol):
+    settings: Settings
     lifecycle: Lifecycle
     hub: Hub
     projects: Projects
     capabilities: list[str]
+    environment: dict[str, str]
+
+    def docker_endpoint(self) -> InfoDocker | None: ...
 
 
 router = Router()
@@ -75,6 +87,45 @@ def status(call: Call[DaemonApp], params: Empty) -> StatusResult:
         connections=len(life.connections),
         projects=call.app.projects.paths(),
     )
+
+
+@router.method("daemon.info", Empty)
+def info(call: Call[DaemonApp], params: Empty) -> InfoResult:
+    """What `lokictl info` shows: enough to find lokid's files and to see why runs go where
+    they go (lokid keeps the environment of whoever started it)."""
+    app, life = call.app, call.app.lifecycle
+    return InfoResult(
+        version=life.version,
+        pid=life.pid,
+        uptime_s=round(life.uptime, 3),
+        socket=str(app.settings.socket),
+        log_file=_stderr_file(),
+        state_dir=str(app.settings.state_dir),
+        docker=app.docker_endpoint(),
+        environment=app.environment,
+        projects=[_project_info(p) for p in app.projects.watched()],
+    )
+
+
+def _stderr_file() -> str | None:
+    """Where lokid logs: its stderr, when that is a file (a terminal or the journal is not)."""
+    try:
+        if stat.S_ISREG(os.fstat(2).st_mode):
+            return os.readlink("/proc/self/fd/2")
+    except OSError:
+        pass
+    return None
+
+
+def _project_info(project: Project) -> InfoProject:
+    missing = not project.exists()
+    has_loki = not missing and is_dir(project.loki)
+    problem = project.problem
+    if missing:
+        problem = "the folder is gone"
+    elif not has_loki:
+        problem = "no .loki/ (run `lokictl init` there)"
+    return InfoProject(project.path, project.watched, missing, has_loki, problem)
 
 
 @router.method("daemon.shutdown", Empty)

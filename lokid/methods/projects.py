@@ -25,6 +25,7 @@ from lokid.wire.projects import (
     ProjectParams,
     ProjectStatus,
     Removed,
+    Resumed,
     Stopping,
 )
 from lokid.wire.queue import STATES
@@ -167,11 +168,11 @@ def pause(call: PCall, p: ProjectParams) -> Paused:
     own pause, which Loki Mode's perpetual mode does not remove."""
     _touch(call, p.project, "PAUSE")
     _touch(call, p.project, "lokid/PAUSE")
-    return Paused(True, note=PERPETUAL_NOTE)
+    return Paused(True, PERPETUAL_NOTE)
 
 
 @router.method("signal.resume", ProjectParams)
-def resume(call: PCall, p: ProjectParams) -> Paused:
+def resume(call: PCall, p: ProjectParams) -> Resumed:
     """Clear what `pause` and `stop` set, as `loki resume` does: PAUSE, STOP, and lokid's
     own pause and PAUSE_AT_CHECKPOINT (both hold lokid's claims)."""
     loki = _existing(call, p.project).loki
@@ -179,7 +180,7 @@ def resume(call: PCall, p: ProjectParams) -> Paused:
         cleared = signals.remove(loki, signals.RESUME_CLEARS)
     except OSError as exc:
         raise unavailable_file(f"clear the signals in {loki}", exc) from exc
-    return Paused(False, cleared=cleared)
+    return Resumed(paused=False, stopped=False, cleared=cleared)
 
 
 @router.method("signal.stop", ProjectParams)

@@ -34,6 +34,33 @@ class StatusResult(msgspec.Struct):
     projects: list[str]
 
 
+class InfoDocker(msgspec.Struct):
+    endpoint: str  # the engine runs go to
+    source: str  # why that one: "DOCKER_HOST", "context <name>", or "default"
+
+
+class InfoProject(msgspec.Struct, rename="camel"):
+    path: str
+    watched: bool
+    missing: bool
+    has_loki: bool
+    problem: str | None  # what stops lokid from serving it, in words
+
+
+class InfoResult(msgspec.Struct, rename="camel"):
+    """daemon.info: where this lokid keeps things and what it was started with."""
+
+    version: str
+    pid: int
+    uptime_s: float
+    socket: str
+    log_file: str | None  # the file lokid's stderr goes to, nil for a terminal or journal
+    state_dir: str
+    docker: InfoDocker | None  # nil when containers are off
+    environment: dict[str, str]  # lokid's DOCKER_HOST, DOCKER_CONTEXT, LOKI_DOCKER_IMAGE
+    projects: list[InfoProject]
+
+
 class ShutdownResult(msgspec.Struct):
     stopping: bool
 

@@ -56,12 +56,16 @@ class ProjectStatus(msgspec.Struct, rename="camel"):
     problem: str | None = None
 
 
-class Paused(msgspec.Struct, omit_defaults=True):
+class Paused(msgspec.Struct):
     paused: bool
-    # signal.resume: the files it removed (PAUSE, lokid/PAUSE, PAUSE_AT_CHECKPOINT, STOP).
-    cleared: list[str] = []
-    # signal.pause: what a Loki Mode run will make of it (its perpetual mode removes PAUSE).
-    note: str | None = None
+    # What a Loki Mode run will make of it (its perpetual mode removes PAUSE).
+    note: str
+
+
+class Resumed(msgspec.Struct):
+    paused: bool  # false
+    stopped: bool  # false: STOP is cleared too
+    cleared: list[str]  # the files removed (PAUSE, lokid/PAUSE, PAUSE_AT_CHECKPOINT, STOP)
 
 
 class Stopping(msgspec.Struct):
