@@ -315,6 +315,13 @@ def _add_migration_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     COMMANDS["migration"] = cmd_migration  # the command runs only where its parser was built
 
 
+def _add_work_command(sub: Any, common: argparse.ArgumentParser) -> None:
+    from lokictl._work_cli import add_work_command, cmd_work
+
+    add_work_command(sub, common)
+    COMMANDS["work"] = cmd_work
+
+
 COMMANDS.update(dict.fromkeys(("queue", "dlq", "breakers"), _queue_command))
 COMMANDS.update(dict.fromkeys(("project", "pause", "resume", "stop"), _project_command))
 
@@ -330,6 +337,7 @@ BRANCHES = {
     **dict.fromkeys(("queue", "dlq", "breakers"), _add_queue_commands),
     **dict.fromkeys(("project", "pause", "resume", "stop"), _add_project_commands),
     "migration": _add_migration_commands,
+    "work": _add_work_command,
 }
 
 

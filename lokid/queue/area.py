@@ -20,6 +20,8 @@ from lokid.queue.breaker_config import CONFIG_PATH, BreakerConfigs, load_config
 from lokid.queue.core import Queue
 from lokid.queue.loki_tasks import breakers_file
 from lokid.settings import Settings
+from lokid.store.base import QueueStore
+from lokid.store.choice import choose
 from lokid.store.sqlite import SqliteStore
 from lokid.wire import events as ev
 
@@ -40,6 +42,7 @@ class QueueArea:
         self._views: dict[str, ViewWriter] = {}
         self._poke = trio.Event()
         self._next_look = 0.0
+        self._databases: dict[str, Any] = {}  # URL -> pg_database.Database, opened on first use
 
     def open(self, project: Project) -> Queue:
         queue = self._queues.get(project.path)
@@ -48,13 +51,7 @@ class QueueArea:
         if not Path(project.path).is_dir():
             raise NotFound(f"project folder {project.path} does not exist")
         settings = self._settings
-        db_path = project.loki / "state" / "lokid.db"
-        try:
-            store = SqliteStore(db_path, settings.durability)
-        except OSError as exc:
-            raise unavailable_file(f"open {db_path}", exc) from exc
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open {db_path}: {exc}") from exc
+        store = self._open_store(project)
         config = self._load_config(project)
         if isinstance(config, str):
             config = BreakerConfigs()
@@ -78,6 +75,7 @@ class QueueArea:
             config,
             publish,
             lambda states: views.mark(set(states)),
+            clock=getattr(store, "clock", time.time),  # a shared database's: see pg_database
             lease_set=self.lease_set,
         )
         self._queues[project.path] = queue
@@ -86,8 +84,37 @@ class QueueArea:
         views.mark([*VIEW_FILES, BREAKERS])  # bring the files in line with the database
         self._spawn(views.run)
         self._poke.set()
-        log.info("opened the queue of %s", project.path)
+        log.info("opened the queue of %s in %s", project.path, getattr(store, "path", "?"))
         return queue
+
+    def _open_store(self, project: Project) -> QueueStore:
+        """SQLite in the project's folder, or its queue in a PostgreSQL database
+        (lokid/store/choice.py says which)."""
+        choice = choose(project.loki, project.path, self._settings.store)
+        if choice.url is not None:
+            return self._postgres(choice.url).store(choice.name)
+        db_path = project.loki / "state" / "lokid.db"
+        try:
+            return SqliteStore(db_path, self._settings.durability)
+        except OSError as exc:
+            raise unavailable_file(f"open {db_path}", exc) from exc
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open {db_path}: {exc}") from exc
+
+    def _postgres(self, url: str) -> Any:
+        """The database at `url`, connected and migrated once for every project in it
+        (psycopg is imported only when some project's queue lives in PostgreSQL)."""
+        db = self._databases.get(url)
+        if db is None:
+            try:
+                from lokid.store.pg_database import open_database
+            except ImportError as exc:
+                raise StoreUnavailable(
+                    f"a queue in PostgreSQL needs psycopg ({exc.name} is not installed): "
+                    "pip install 'lokid[postgres]'"
+                ) from exc
+            db = self._databases[url] = open_database(url)
+        return db
 
     def views(self, project: Project) -> ViewWriter:
         self.open(project)
@@ -180,3 +207,6 @@ class QueueArea:
             queue.store.close()
         self._queues.clear()
         self._projects.clear()
+        for db in self._databases.values():
+            db.close()
+        self._databases.clear()

@@ -1,0 +1,449 @@
+"""One project's queue in a PostgreSQL database that other projects and other lokid
+instances share (the `QueueStore` interface, as `SqliteStore` implements it).
+
+Rows are SQLite's, with the project's number in front. What changes is that other writers
+exist, so every read inside a transaction that a decision rests on takes the row's lock:
+
+- a claim is one statement, `... ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP
+  LOCKED`: two claimers never take one task and never wait for each other;
+- `get` in a transaction is `FOR UPDATE` (the holder completing and a sweeper expiring the
+  same task are serialised, and the loser sees the winner's state), `states_of` is `FOR
+  SHARE` (a dependency cannot complete or be cancelled between being read and its
+  dependent being stored);
+- an idempotency key is looked up under a transaction-level advisory lock on the key, so
+  two instances enqueuing the same payload at once make one task.
+
+Every library error leaves as `StoreUnavailable` naming the server (see pg_database.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+from lokid.domain.queue import CLAIM_ORDER_SQL
+from lokid.errors import Conflict
+from lokid.store.base import BreakerRow, TaskRow
+from lokid.store.pg_database import RETRYABLE, Database
+
+_COLUMNS = (
+    "seq, id, state, type, priority, available_at, deps_left, lease_until, claimed_by, "
+    "rate_limits, probe, doc, extra"
+)
+_BREAKER_COLUMNS = "type, state, failures, last_failure, opened_at, half_open_at, forced, reason"
+_READY = "project = %s AND state = 'pending' AND deps_left = 0"
+# An agent of one type reads its type's ready tasks straight off the claim index; one of
+# several types takes each type's first unlocked head (LATERAL), then the best of those.
+_CLAIM_ONE = (
+    f"SELECT {_COLUMNS} FROM lokid.tasks WHERE {_READY} AND type = %s AND available_at <= %s "
+    f"ORDER BY {CLAIM_ORDER_SQL} LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+_CLAIM_MANY = (
+    f"SELECT h.* FROM unnest(%s::text[]) AS c(type) CROSS JOIN LATERAL ("
+    f" SELECT {_COLUMNS} FROM lokid.tasks t WHERE t.{_READY.replace(' AND ', ' AND t.')}"
+    f" AND t.type = c.type AND t.available_at <= %s"
+    f" ORDER BY t.priority DESC, t.seq LIMIT 1 FOR UPDATE SKIP LOCKED) h "
+    f"ORDER BY h.{CLAIM_ORDER_SQL.replace(', ', ', h.')} LIMIT 1"
+)
+
+
+def _row(r: tuple) -> TaskRow:
+    return TaskRow(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]),
+        bytes(r[11]), None if r[12] is None else bytes(r[12]),
+    )  # fmt: skip
+
+
+def _breaker(r: tuple) -> BreakerRow:
+    return BreakerRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7])
+
+
+@functools.cache
+def _key_lock(project: int, key: str) -> int:
+    """The advisory lock of one project's idempotency key (64 bits of its hash)."""
+    digest = hashlib.blake2b(f"{project}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def channel_of(name: str) -> str:
+    """The LISTEN/NOTIFY channel of a project (a short identifier whatever its name)."""
+    return "lokid_" + hashlib.blake2b(name.encode(), digest_size=12).hexdigest()
+
+
+class PostgresStore:
+    """One project (by name) in a `Database`."""
+
+    shared = False  # other lokid instances may write it too (see lokid/queue/shared.py)
+
+    def __init__(self, db: Database, name: str) -> None:
+        self.db = db
+        self.name = name
+        self.channel = channel_of(name)
+        self.path = f"{db.where} (project {name})"
+        self._conn: psycopg.Connection | None = None
+        self._depth = 0
+        # Called just before COMMIT; returns the NOTIFY payloads the transaction sends.
+        self.outgoing: Callable[[], list[str]] | None = None
+        with db.connection() as conn:
+            conn.execute(
+                "INSERT INTO lokid.projects (name) VALUES (%s) ON CONFLICT (name) DO NOTHING",
+                (name,),
+            )
+            (self.project,) = conn.execute(
+                "SELECT id FROM lokid.projects WHERE name = %s", (name,)
+            ).fetchone()
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.db.clock
+
+    # -- transactions --------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT on one pooled connection; nested uses join the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        with self.db.connection() as conn:
+            self._conn, self._depth = conn, 1
+            try:
+                conn.execute("BEGIN")
+                yield
+                if self.outgoing is not None:
+                    for payload in self.outgoing():
+                        conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+                conn.execute("COMMIT")
+            except BaseException:
+                if not conn.closed:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except psycopg.Error:
+                        conn.close()  # the pool drops it
+                raise
+            finally:
+                self._conn, self._depth = None, 0
+
+    @contextmanager
+    def _use(self) -> Iterator[psycopg.Connection]:
+        if self._conn is not None:
+            try:
+                yield self._conn
+            except RETRYABLE as exc:
+                raise self.db.unavailable(exc) from exc
+        else:
+            with self.db.connection() as conn:
+                yield conn
+
+    def _all(self, sql: str, params: tuple | list) -> list[tuple]:
+        with self._use() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def _one(self, sql: str, params: tuple | list) -> tuple | None:
+        with self._use() as conn:
+            return conn.execute(sql, params).fetchone()
+
+    def _run(self, sql: str, params: tuple | list) -> None:
+        with self._use() as conn:
+            conn.execute(sql, params)
+
+    @property
+    def _locking(self) -> str:
+        """Reads a decision rests on lock their rows, inside a transaction."""
+        return " FOR UPDATE" if self._conn is not None else ""
+
+    def close(self) -> None:
+        """The pool belongs to the `Database` (other projects use it)."""
+
+    def view_reader(self) -> PostgresViewReader:
+        return PostgresViewReader(self.db, self.project)
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskRow | None:
+        r = self._one(
+            f"SELECT {_COLUMNS} FROM lokid.tasks WHERE project = %s AND id = %s{self._locking}",
+            (self.project, task_id),
+        )
+        return None if r is None else _row(r)
+
+    def states_of(self, ids: Iterable[str]) -> dict[str, str]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        share = " FOR SHARE" if self._conn is not None else ""
+        rows = self._all(
+            f"SELECT id, state FROM lokid.tasks WHERE project = %s AND id = ANY(%s){share}",
+            (self.project, ids),
+        )
+        return dict(rows)
+
+    def live_id_for_key(self, key: str) -> str | None:
+        if self._conn is not None:  # held until commit: a second enqueue of `key` waits
+            self._run("SELECT pg_advisory_xact_lock(%s)", (_key_lock(self.project, key),))
+        r = self._one(
+            "SELECT task_id FROM lokid.live_keys WHERE project = %s AND idem = %s",
+            (self.project, key),
+        )
+        return None if r is None else r[0]
+
+    def hold_key(self, key: str, task_id: str) -> None:
+        self._run(
+            "INSERT INTO lokid.live_keys (project, idem, task_id) VALUES (%s, %s, %s) "
+            "ON CONFLICT (project, idem) DO UPDATE SET task_id = EXCLUDED.task_id",
+            (self.project, key, task_id),
+        )
+
+    def release_key(self, key: str, task_id: str) -> None:
+        self._run(
+            "DELETE FROM lokid.live_keys WHERE project = %s AND idem = %s AND task_id = %s",
+            (self.project, key, task_id),
+        )
+
+    def insert(self, row: TaskRow, dependencies: list[str], idem: str, created: str) -> int:
+        r = self._one(
+            "INSERT INTO lokid.tasks (project, id, state, type, priority, idem, available_at, "
+            "deps_left, lease_until, claimed_by, rate_limits, probe, created, doc, extra) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (project, id) DO NOTHING RETURNING seq",
+            (
+                self.project, row.id, row.state, row.type, row.priority, idem,
+                row.available_at, row.deps_left, row.lease_until, row.claimed_by,
+                row.rate_limits, row.probe, created, row.doc, row.extra,
+            ),
+        )  # fmt: skip
+        if r is None:  # another instance stored this id since we looked
+            raise Conflict(f"a task with id {row.id!r} already exists")
+        if dependencies:
+            with self._use() as conn:
+                conn.cursor().executemany(
+                    "INSERT INTO lokid.deps (project, task_id, dep_id) VALUES (%s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    [(self.project, row.id, dep) for dep in dependencies],
+                )
+        self.hold_key(idem, row.id)
+        return r[0]
+
+    def update(self, row: TaskRow) -> None:
+        self._run(
+            "UPDATE lokid.tasks SET state = %s, available_at = %s, deps_left = %s, "
+            "lease_until = %s, claimed_by = %s, rate_limits = %s, probe = %s, doc = %s "
+            "WHERE seq = %s",
+            (
+                row.state, row.available_at, row.deps_left, row.lease_until, row.claimed_by,
+                row.rate_limits, row.probe, row.doc, row.seq,
+            ),
+        )  # fmt: skip
+
+    def delete(self, task_id: str) -> None:
+        self._run("DELETE FROM lokid.tasks WHERE project = %s AND id = %s", (self.project, task_id))
+        self._run(
+            "DELETE FROM lokid.deps WHERE project = %s AND task_id = %s", (self.project, task_id)
+        )
+
+    def next_candidate(self, task_types: list[str], now: float) -> TaskRow | None:
+        """The claim: the best ready task of these types that nobody else is claiming,
+        locked until this transaction ends."""
+        if len(task_types) == 1:
+            r = self._one(_CLAIM_ONE, (self.project, task_types[0], now))
+        else:
+            r = self._one(_CLAIM_MANY, (task_types, self.project, now))
+        return None if r is None else _row(r)
+
+    def dependents(self, task_id: str) -> list[TaskRow]:
+        rows = self._all(
+            f"SELECT {_COLUMNS} FROM lokid.tasks WHERE project = %s AND id IN "
+            "(SELECT task_id FROM lokid.deps WHERE project = %s AND dep_id = %s) "
+            f"ORDER BY seq{self._locking}",
+            (self.project, self.project, task_id),
+        )
+        return [_row(r) for r in rows]
+
+    def release_dependents(self, task_id: str) -> None:
+        self._run(
+            "UPDATE lokid.tasks SET deps_left = deps_left - 1 WHERE project = %s AND id IN "
+            "(SELECT task_id FROM lokid.deps WHERE project = %s AND dep_id = %s) "
+            "AND deps_left > 0",
+            (self.project, self.project, task_id),
+        )
+
+    def depended_on(self) -> set[str]:
+        rows = self._all(
+            "SELECT DISTINCT dep_id FROM lokid.deps WHERE project = %s", (self.project,)
+        )
+        return {r[0] for r in rows}
+
+    def leases(self) -> list[tuple[str, float]]:
+        return [
+            (r[0], r[1])
+            for r in self._all(
+                "SELECT id, lease_until FROM lokid.tasks "
+                "WHERE project = %s AND state = 'in-progress'",
+                (self.project,),
+            )
+        ]
+
+    def due_leases(self, now: float) -> list[TaskRow]:
+        """In-progress tasks whose lease ended, locked, skipping those another transaction
+        holds (its holder completing it, or another instance expiring it right now).
+        Ordered by type, so two sweepers take the breakers' rows in the same order."""
+        rows = self._all(
+            f"SELECT {_COLUMNS} FROM lokid.tasks WHERE project = %s AND state = 'in-progress' "
+            "AND lease_until <= %s ORDER BY type, lease_until FOR UPDATE SKIP LOCKED",
+            (self.project, now),
+        )
+        return [_row(r) for r in rows]
+
+    def next_lease(self) -> float | None:
+        r = self._one(
+            "SELECT min(lease_until) FROM lokid.tasks WHERE project = %s AND state = 'in-progress'",
+            (self.project,),
+        )
+        return None if r is None else r[0]
+
+    def page(self, state: str | None, task_type: str | None, after: int, limit: int):
+        where, args = ["project = %s", "seq > %s"], [self.project, after]
+        if state is not None:
+            where.append("state = %s")
+            args.append(state)
+        if task_type is not None:
+            where.append("type = %s")
+            args.append(task_type)
+        rows = self._all(
+            f"SELECT {_COLUMNS} FROM lokid.tasks WHERE {' AND '.join(where)} ORDER BY seq LIMIT %s",
+            (*args, limit),
+        )
+        return [_row(r) for r in rows]
+
+    def counts(self) -> list[tuple[str, str, int]]:
+        return self._all(
+            "SELECT state, type, count(*) FROM lokid.tasks WHERE project = %s GROUP BY state, type",
+            (self.project,),
+        )
+
+    def blocked_by_dependencies(self) -> int:
+        r = self._one(
+            "SELECT count(*) FROM lokid.tasks WHERE project = %s AND state = 'pending' "
+            "AND deps_left > 0",
+            (self.project,),
+        )
+        return 0 if r is None else r[0]
+
+    def oldest_pending_created(self) -> str | None:
+        r = self._one(
+            "SELECT created FROM lokid.tasks WHERE project = %s AND state = 'pending' "
+            "ORDER BY seq LIMIT 1",
+            (self.project,),
+        )
+        return None if r is None else r[0]
+
+    # -- breakers ------------------------------------------------------------------------
+
+    def probes_in_flight(self) -> list[tuple[str, int]]:
+        return self._all(
+            "SELECT type, count(*) FROM lokid.tasks WHERE project = %s "
+            "AND state = 'in-progress' AND probe GROUP BY type",
+            (self.project,),
+        )
+
+    def probes(self, task_type: str) -> int:
+        r = self._one(
+            "SELECT count(*) FROM lokid.tasks WHERE project = %s AND type = %s "
+            "AND state = 'in-progress' AND probe",
+            (self.project, task_type),
+        )
+        return 0 if r is None else r[0]
+
+    def breakers(self) -> list[BreakerRow]:
+        rows = self._all(
+            f"SELECT {_BREAKER_COLUMNS} FROM lokid.breakers WHERE project = %s",
+            (self.project,),
+        )
+        return [_breaker(r) for r in rows]
+
+    def breakers_of(self, types: list[str]) -> list[BreakerRow]:
+        rows = self._all(
+            f"SELECT {_BREAKER_COLUMNS} FROM lokid.breakers WHERE project = %s AND type = ANY(%s)",
+            (self.project, types),
+        )
+        return [_breaker(r) for r in rows]
+
+    def lock_breaker(self, task_type: str, wait: bool) -> BreakerRow | bool | None:
+        """The breaker's row, locked for this transaction; False when `wait` is off and
+        another transaction holds it (None: no row yet)."""
+        if not wait:
+            r = self._one(
+                f"SELECT {_BREAKER_COLUMNS} FROM lokid.breakers WHERE project = %s "
+                "AND type = %s FOR UPDATE SKIP LOCKED",
+                (self.project, task_type),
+            )
+            if r is not None:
+                return _breaker(r)
+            exists = self._one(
+                "SELECT 1 FROM lokid.breakers WHERE project = %s AND type = %s",
+                (self.project, task_type),
+            )
+            return None if exists is None else False
+        # A breaker never seen has no row to lock: make one (closed) first, so that two
+        # instances recording its first failures take turns on it.
+        self._run(
+            "INSERT INTO lokid.breakers (project, type, state, failures) "
+            "VALUES (%s, %s, 'closed', 0) ON CONFLICT DO NOTHING",
+            (self.project, task_type),
+        )
+        r = self._one(
+            f"SELECT {_BREAKER_COLUMNS} FROM lokid.breakers WHERE project = %s "
+            "AND type = %s FOR UPDATE",
+            (self.project, task_type),
+        )
+        return None if r is None else _breaker(r)
+
+    def save_breaker(self, row: BreakerRow) -> None:
+        self._run(
+            "INSERT INTO lokid.breakers (project, type, state, failures, last_failure, "
+            "opened_at, half_open_at, forced, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (project, type) DO UPDATE SET state = EXCLUDED.state, "
+            "failures = EXCLUDED.failures, last_failure = EXCLUDED.last_failure, "
+            "opened_at = EXCLUDED.opened_at, half_open_at = EXCLUDED.half_open_at, "
+            "forced = EXCLUDED.forced, reason = EXCLUDED.reason",
+            (
+                self.project, row.type, row.state, row.failures, row.last_failure,
+                row.opened_at, row.half_open_at, row.forced, row.reason,
+            ),
+        )  # fmt: skip
+
+
+class PostgresViewReader:
+    """Reads one state's tasks as the JSON array its view file holds (in a worker thread,
+    on a pooled connection of its own for each read)."""
+
+    def __init__(self, db: Database, project: int) -> None:
+        self._db = db
+        self._project = project
+
+    def read(self, state: str, newest: int | None = None) -> bytes:
+        """The server builds the array from the stored documents, extra fields spliced in."""
+        limit = "" if newest is None else f"ORDER BY seq DESC LIMIT {int(newest)}"
+        sql = (
+            "SELECT '['::bytea || coalesce(string_agg(item, ','::bytea ORDER BY seq), "
+            "''::bytea) || ']'::bytea FROM ("
+            "  SELECT seq, CASE WHEN extra IS NULL OR length(extra) <= 2 THEN doc"
+            "         ELSE substring(doc FROM 1 FOR length(doc) - 1) || ','::bytea"
+            "              || substring(extra FROM 2) END AS item"
+            f"  FROM (SELECT seq, doc, extra FROM lokid.tasks WHERE project = %s AND state = %s"
+            f"        {limit}) newest) items"
+        )
+        with self._db.connection() as conn:
+            (data,) = conn.execute(sql, (self._project, state)).fetchone()
+        return bytes(data)
+
+    def close(self) -> None:
+        pass
