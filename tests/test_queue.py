@@ -14,6 +14,7 @@ from pgenv import STORES
 from lokid.errors import Conflict, InvalidParams, NotFound
 from lokid.queue.breaker_config import BreakerConfigs, BreakerSettings, BreakersFile
 from lokid.queue.core import Claim, Queue
+from lokid.queue.shared import decode_notice, is_shared
 from lokid.store.base import QueueStore, TaskRow
 from lokid.store.sqlite import SqliteStore
 
@@ -56,14 +57,46 @@ def open_store(request, tmp_path) -> OpenStore:
     return lambda: db.store(name)
 
 
+class Tap:
+    """A shared store's events as every lokid instance receives them: LISTEN on the
+    project's channel; `drain` sends a marker and reads up to it (notifications arrive in
+    commit order, so every earlier commit's events are in by then)."""
+
+    def __init__(self, store) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(store.db.url, autocommit=True)
+        self.channel = store.channel
+        self.conn.execute(f'LISTEN "{self.channel}"')
+        self.marks = itertools.count()
+
+    def drain(self) -> list:
+        marker = f"sync {next(self.marks)}"
+        self.conn.execute("SELECT pg_notify(%s, %s)", (self.channel, marker))
+        events = []
+        for note in self.conn.notifies(timeout=10):
+            if note.payload == marker:
+                return events
+            events += decode_notice(note.payload)[0]
+        raise AssertionError("the marker did not come back")
+
+
 class Harness:
     def __init__(self, open_store: OpenStore, config: BreakerConfigs | None = None) -> None:
         self.open_store = open_store
         self.clock = Clock()
-        self.events: list[tuple[str, dict]] = []
+        self._events: list[tuple[str, dict]] = []
         self.changed: set[str] = set()
         self.config = config or BreakerConfigs()
         self.queue = self._open()
+        self.tap = Tap(self.queue.store) if is_shared(self.queue.store) else None
+
+    @property
+    def events(self) -> list[tuple[str, dict]]:
+        """What subscribers have heard so far (from a shared store: through LISTEN)."""
+        if self.tap is not None:
+            self._events += [(e.TOPIC, msgspec.to_builtins(e)) for e in self.tap.drain()]
+        return self._events
 
     def _open(self) -> Queue:
         store = self.open_store()
@@ -71,7 +104,7 @@ class Harness:
             "/p",
             store,
             self.config,
-            lambda event: self.events.append((event.TOPIC, msgspec.to_builtins(event))),
+            lambda event: self._events.append((event.TOPIC, msgspec.to_builtins(event))),
             self.changed.update,
             clock=self.clock,
             rng=random.Random(1),
@@ -86,7 +119,7 @@ class Harness:
         return [t for t, _ in self.events]
 
     def add(self, **task) -> str:
-        task.setdefault("payload", {"n": len(self.events) + random.random()})
+        task.setdefault("payload", {"n": len(self._events) + random.random()})
         return self.queue.enqueue(task).id
 
     def claim(self, agent="a1", caps=("eng",), lease=None):

@@ -119,6 +119,7 @@ EVENT_DATA: dict[str, Any] = {
     "queue.requeued": {"id": "t1", "type": "eng"},
     "queue.deleted": {"id": "t1", "type": "eng"},
     "queue.quarantined": {"file": "/p/.loki/queue/pending.json", "copy": "/q.json", "error": "x"},
+    "queue.resync": {"reason": "reconnected to postgresql://lokid@db:5432/lokid"},
     "breaker.opened": BREAKER,
     "breaker.half-open": {**BREAKER, "state": "half-open"},
     "breaker.closed": {**BREAKER, "state": "closed", "failures": 0, "openedAt": None},

@@ -10,15 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 
-from lokid.errors import ConfigError, NotFound, StoreUnavailable, unavailable_file
+from lokid.errors import ConfigError, LokidError, NotFound, StoreUnavailable, unavailable_file
 from lokid.files.views import BREAKERS, VIEW_FILES, ViewWriter
 from lokid.lifecycle import Spawner
 from lokid.projects import Project
 from lokid.queue.breaker_config import CONFIG_PATH, BreakerConfigs, load_config
 from lokid.queue.core import Queue
 from lokid.queue.loki_tasks import breakers_file
+from lokid.queue.shared import is_shared
 from lokid.settings import Settings
 from lokid.store.base import QueueStore
 from lokid.store.choice import choose
@@ -42,7 +44,12 @@ class QueueArea:
         self._views: dict[str, ViewWriter] = {}
         self._poke = trio.Event()
         self._next_look = 0.0
+        self._sweep_errors: dict[str, str] = {}
+        # The watched projects (app.py wires it), for `follow_shared`.
+        self.watched: Callable[[], list[Project]] = list
         self._databases: dict[str, Any] = {}  # URL -> pg_database.Database, opened on first use
+        self._listeners: dict[str, Any] = {}  # URL -> pg_events.Listener
+        self._channels: dict[str, tuple[str, Any]] = {}  # project path -> (URL, Channel)
 
     def open(self, project: Project) -> Queue:
         queue = self._queues.get(project.path)
@@ -51,7 +58,7 @@ class QueueArea:
         if not Path(project.path).is_dir():
             raise NotFound(f"project folder {project.path} does not exist")
         settings = self._settings
-        store = self._open_store(project)
+        store, url = self._open_store(project)
         config = self._load_config(project)
         if isinstance(config, str):
             config = BreakerConfigs()
@@ -81,21 +88,23 @@ class QueueArea:
         self._queues[project.path] = queue
         self._projects[project.path] = project
         self._views[project.path] = views
+        if url is not None and is_shared(store):
+            self._follow(project, store, url, views)
         views.mark([*VIEW_FILES, BREAKERS])  # bring the files in line with the database
         self._spawn(views.run)
         self._poke.set()
         log.info("opened the queue of %s in %s", project.path, getattr(store, "path", "?"))
         return queue
 
-    def _open_store(self, project: Project) -> QueueStore:
+    def _open_store(self, project: Project) -> tuple[QueueStore, str | None]:
         """SQLite in the project's folder, or its queue in a PostgreSQL database
-        (lokid/store/choice.py says which)."""
+        (lokid/store/choice.py says which), with that database's URL."""
         choice = choose(project.loki, project.path, self._settings.store)
         if choice.url is not None:
-            return self._postgres(choice.url).store(choice.name)
+            return self._postgres(choice.url).store(choice.name), choice.url
         db_path = project.loki / "state" / "lokid.db"
         try:
-            return SqliteStore(db_path, self._settings.durability)
+            return SqliteStore(db_path, self._settings.durability), None
         except OSError as exc:
             raise unavailable_file(f"open {db_path}", exc) from exc
         except sqlite3.Error as exc:
@@ -107,14 +116,63 @@ class QueueArea:
         db = self._databases.get(url)
         if db is None:
             try:
-                from lokid.store.pg_database import open_database
+                from lokid.store.pg_database import RETRYABLE, open_database
+                from lokid.store.pg_events import Listener
             except ImportError as exc:
                 raise StoreUnavailable(
                     f"a queue in PostgreSQL needs psycopg ({exc.name} is not installed): "
                     "pip install 'lokid[postgres]'"
                 ) from exc
-            db = self._databases[url] = open_database(url)
+            db = open_database(url)
+            try:
+                listener = Listener(db)
+            except RETRYABLE as exc:
+                db.close()
+                raise db.unavailable(exc, "cannot listen for notifications") from exc
+            self._databases[url] = db
+            self._listeners[url] = listener
+            self._spawn(listener.run)
         return db
+
+    def _follow(self, project: Project, store: Any, url: str, views: ViewWriter) -> None:
+        """A shared queue's events and view changes come from the database's notifications,
+        whichever lokid made them (this one too): publish them here, in commit order."""
+        from lokid.queue.shared import decode_notice
+        from lokid.store.pg_events import Channel
+
+        emit = self._emit
+
+        def on_notice(payload: str) -> None:
+            try:
+                events, dirty = decode_notice(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                log.debug("ignored a notification that is not lokid's on %s", store.channel)
+                return
+            for event in events:
+                emit(project.path, event)
+            if dirty:
+                views.mark(set(dirty))
+
+        def on_resync(reason: str) -> None:
+            views.mark([*VIEW_FILES, BREAKERS])
+            emit(project.path, ev.QueueResync(reason=reason))
+
+        channel = Channel(store.channel, on_notice, on_resync)
+        self._listeners[url].add(channel)
+        self._channels[project.path] = (url, channel)
+
+    def follow_shared(self) -> None:
+        """Open the queue of every watched project whose queue is in a shared database, so
+        its events (made through any lokid) reach this lokid's subscribers at once, not
+        after its first request. Called when the watched set changes, and at start."""
+        for project in self.watched():
+            if project.path in self._queues or not project.exists():
+                continue
+            try:
+                if choose(project.loki, project.path, self._settings.store).url is not None:
+                    self.open(project)
+            except LokidError as exc:
+                log.warning("cannot follow the queue of %s yet: %s", project.path, exc.message)
 
     def views(self, project: Project) -> ViewWriter:
         self.open(project)
@@ -160,19 +218,30 @@ class QueueArea:
     async def run(self) -> None:
         """The sweeper: expire leases and turn breakers half-open when due; reads only until
         then."""
+        self.follow_shared()
         while True:
-            now = time.time()
-            self._next_look = now + SWEEP_MAX_SLEEP
+            self._next_look = time.time() + SWEEP_MAX_SLEEP
+            for db in list(self._databases.values()):
+                db.refresh_clock()
             for queue in list(self._queues.values()):
                 try:
-                    self._sweep(queue, now)
+                    self._sweep(queue)
+                except LokidError as exc:  # a shared database away: said once per outage
+                    if self._sweep_errors.get(queue.project) != exc.message:
+                        log.warning("sweeping %s: %s", queue.project, exc.message)
+                    self._sweep_errors[queue.project] = exc.message
                 except Exception:
                     log.exception("sweeping %s failed", queue.project)
+                else:
+                    self._sweep_errors.pop(queue.project, None)
             with trio.move_on_after(max(0.0, self._next_look - time.time()) + 0.001):
                 await self._poke.wait()
             self._poke = trio.Event()
 
-    def _sweep(self, queue: Queue, now: float) -> None:
+    def _sweep(self, queue: Queue) -> None:
+        """On the queue's clock (a shared database's time), waking on this host's."""
+        now = queue.clock()
+        skew = time.time() - now
         lease = queue.next_lease_deadline()
         if lease is not None and lease <= now:
             queue.expire_leases()
@@ -183,8 +252,8 @@ class QueueArea:
                 queue.breakers.tick(now)
             half_open = queue.breakers.next_half_open()
         for when in (lease, half_open):
-            if when is not None:
-                self._next_look = min(self._next_look, when)
+            if when is not None:  # (one still due is another instance's, being expired now)
+                self._next_look = min(self._next_look, max(when + skew, time.time() + 0.01))
 
     def forget(self, project: Project) -> None:
         """The project's folder went away: close its queue (the next use reopens it)."""
@@ -194,6 +263,9 @@ class QueueArea:
         if views is not None:
             views.close()
             views.retire()
+        followed = self._channels.pop(project.path, None)
+        if followed is not None:
+            self._listeners[followed[0]].remove(followed[1])
         if queue is not None:
             queue.store.close()
             log.info("closed the queue of %s", project.path)
@@ -207,6 +279,10 @@ class QueueArea:
             queue.store.close()
         self._queues.clear()
         self._projects.clear()
+        for listener in self._listeners.values():
+            listener.close()
         for db in self._databases.values():
             db.close()
         self._databases.clear()
+        self._listeners.clear()
+        self._channels.clear()

@@ -31,7 +31,8 @@ from lokid.queue.loki_tasks import (
     task_doc,
     wire_task,
 )
-from lokid.queue.unit import Changed, Publish, UnitOfWork
+from lokid.queue.shared import is_shared, parts
+from lokid.queue.unit import Changed, Publish
 from lokid.store.base import QueueStore, TaskRow
 from lokid.wire import events as ev
 from lokid.wire.queue import (
@@ -67,11 +68,15 @@ class Queue:
     ) -> None:
         self.project = project
         self.store = store
-        self._unit = UnitOfWork(store, publish, changed, lease_set or (lambda until: None))
+        # In memory, or read from a store other lokid instances share (queue/shared.py).
+        self._shared = is_shared(store)
+        self._unit, self.breakers = parts(
+            store, publish, changed, lease_set or (lambda until: None), breaker_config
+        )
         # Ids some task depends on: most completions release nobody and skip the update.
         # A superset is harmless (it only costs that update), so it never shrinks.
-        self._depended_on: set[str] = store.depended_on()
-        self.breakers = Breakers(store, self._unit, breaker_config)
+        # (Shared: another instance may add a dependent at any time; always update.)
+        self._depended_on: set[str] = set() if self._shared else store.depended_on()
         self.clock = clock
         self.rng = rng or random.Random()
 
@@ -160,7 +165,8 @@ class Queue:
             extra=encode_extras(extras),
         )
         self.store.insert(row, deps, key, task.created_at)
-        self._depended_on.update(deps)
+        if not self._shared:
+            self._depended_on.update(deps)
         self._unit.count("pending", task.type, +1)
         self._unit.touch("pending")
         self._unit.emit(ev.QueueEnqueued(id=task_id, type=task.type, priority=task.priority))
@@ -217,11 +223,8 @@ class Queue:
     def expire_leases(self) -> int:
         """Each lease that ran out is a failed attempt (`lease expired`)."""
         now = self.clock()
-        due = sorted(
-            (until, task_id) for task_id, until in self._unit.leases.items() if until <= now
-        )
         with self.transaction():
-            rows = [row for _, task_id in due if (row := self.store.get(task_id)) is not None]
+            rows = self._unit.expired(now)
             for row in rows:
                 self._unit.emit(
                     ev.QueueLeaseExpired(id=row.id, type=row.type, agent=row.claimed_by)
@@ -230,7 +233,7 @@ class Queue:
         return len(rows)
 
     def next_lease_deadline(self) -> float | None:
-        return min(self._unit.leases.values(), default=None)
+        return self._unit.next_lease()
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -255,7 +258,7 @@ class Queue:
             self.breakers.record_success(task.type, now, row.probe)
             row.probe = False
             self._save(row, task, "completed")
-            if task_id in self._depended_on:
+            if self._shared or task_id in self._depended_on:
                 self.store.release_dependents(task_id)
             self._unit.emit(ev.QueueCompleted(id=task_id, type=task.type, agent=agent))
             claimed = None if then is None else self._claim(then, now)
@@ -375,7 +378,7 @@ class Queue:
     def stats(self) -> Stats:
         states = dict.fromkeys(STATES, 0)
         types: dict[str, dict[str, int]] = {}
-        for (state, task_type), count in sorted(self._unit.counts.items()):
+        for (state, task_type), count in sorted(self._unit.current_counts().items()):
             if count:
                 states[state] += count
                 types.setdefault(task_type, {})[state] = count
@@ -453,4 +456,4 @@ class Queue:
         return imported, skipped, problems
 
     def idle(self) -> bool:
-        return not self._unit.leases
+        return self._unit.idle()

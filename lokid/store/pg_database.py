@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from lokid.store.postgres import PostgresStore
 
 log = logging.getLogger("lokid.postgres")
+# The pool logs every failed reconnect attempt while the server is away, in its own format;
+# lokid says once that the server is gone and once that it is back (pg_events.py, area.py).
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 # One writer at a time per lokid (queue operations run on its event loop), plus the view
 # writers' threads (one read each) and the sweeper: a few connections serve every project.
@@ -90,7 +93,7 @@ class Database:
         self._clock_at = -CLOCK_EVERY
         self._offset = 0.0  # server epoch seconds minus time.monotonic()
         self._lock = threading.Lock()
-        self._kwargs = {
+        self.connect_args = {
             "autocommit": True,
             "connect_timeout": CONNECT_TIMEOUT,
             "application_name": "lokid",
@@ -102,7 +105,7 @@ class Database:
             open=False,
             timeout=POOL_WAIT,
             name="lokid",
-            kwargs=self._kwargs,
+            kwargs=self.connect_args,
             configure=self._configure,
             reconnect_timeout=365 * 86400,  # never give up: the server comes back
         )
@@ -110,7 +113,7 @@ class Database:
         # fails with the server's own reason (refused, bad password) instead of the pool's
         # "no connection in time".
         try:
-            with psycopg.connect(url, **self._kwargs) as conn:
+            with psycopg.connect(url, **self.connect_args) as conn:
                 migrate(conn, self.where)
                 self._read_clock(conn)
         except RETRYABLE as exc:

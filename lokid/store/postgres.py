@@ -77,7 +77,7 @@ def channel_of(name: str) -> str:
 class PostgresStore:
     """One project (by name) in a `Database`."""
 
-    shared = False  # other lokid instances may write it too (see lokid/queue/shared.py)
+    shared = True  # other lokid instances may write it too (see lokid/queue/shared.py)
 
     def __init__(self, db: Database, name: str) -> None:
         self.db = db

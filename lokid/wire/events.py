@@ -133,6 +133,15 @@ class QueueQuarantined(EventData):
     error: str
 
 
+class QueueResync(EventData):
+    """A queue shared with other lokid instances (PostgreSQL): this lokid was cut off from
+    the database's notifications, so events made through other instances may be missing;
+    re-read the queue. Its views were rewritten from the database."""
+
+    TOPIC: ClassVar[str] = "queue.resync"
+    reason: str
+
+
 # -- breakers ---------------------------------------------------------------------------
 
 
@@ -297,6 +306,7 @@ EVENT_TYPES: tuple[type[Any], ...] = (
     QueueRequeued,
     QueueDeleted,
     QueueQuarantined,
+    QueueResync,
     BreakerOpened,
     BreakerHalfOpen,
     BreakerClosed,
