@@ -26,7 +26,7 @@ def write_config(project: Path, text: str) -> None:
 def fail_once(lokid, project, task_type: str) -> None:
     task = {"type": task_type, "payload": {"n": threading.get_ident(), "r": id(object())}}
     task["maxRetries"] = 50
-    task["backoffSeconds"] = 0.01
+    task["backoffSeconds"] = 3600  # out of the way of the next fail_once claim, however slow
     task_id = call(lokid, "queue.enqueue", project, task=task)["id"]
     claimed = wait_until(
         lambda: call(lokid, "queue.claim", project, agent="a", capabilities=[task_type])["task"],

@@ -30,6 +30,7 @@ from lokid.wire import events as ev
 log = logging.getLogger("lokid.queues")
 
 SWEEP_MAX_SLEEP = 1.0  # the sweeper looks at least this often, whatever it was told
+FOLLOW_RETRY = 5.0  # seconds between tries to follow a shared queue whose database is away
 
 Emit = Callable[[str | None, Any], None]
 
@@ -47,6 +48,7 @@ class QueueArea:
         self._sweep_errors: dict[str, str] = {}
         # The watched projects (app.py wires it), for `follow_shared`.
         self.watched: Callable[[], list[Project]] = list
+        self._follow_again: float | None = None  # when to try following again
         self._databases: dict[str, Any] = {}  # URL -> pg_database.Database, opened on first use
         self._listeners: dict[str, Any] = {}  # URL -> pg_events.Listener
         self._channels: dict[str, tuple[str, Any]] = {}  # project path -> (URL, Channel)
@@ -165,6 +167,7 @@ class QueueArea:
         """Open the queue of every watched project whose queue is in a shared database, so
         its events (made through any lokid) reach this lokid's subscribers at once, not
         after its first request. Called when the watched set changes, and at start."""
+        self._follow_again = None
         for project in self.watched():
             if project.path in self._queues or not project.exists():
                 continue
@@ -173,6 +176,7 @@ class QueueArea:
                     self.open(project)
             except LokidError as exc:
                 log.warning("cannot follow the queue of %s yet: %s", project.path, exc.message)
+                self._follow_again = time.monotonic() + FOLLOW_RETRY
 
     def views(self, project: Project) -> ViewWriter:
         self.open(project)
@@ -221,6 +225,8 @@ class QueueArea:
         self.follow_shared()
         while True:
             self._next_look = time.time() + SWEEP_MAX_SLEEP
+            if self._follow_again is not None and time.monotonic() >= self._follow_again:
+                self.follow_shared()
             for db in list(self._databases.values()):
                 db.refresh_clock()
             for queue in list(self._queues.values()):

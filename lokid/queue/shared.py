@@ -157,7 +157,11 @@ class SharedUnit(UnitOfWork):
         return Counter({(s, t): n for s, t, n in self.store.counts()})
 
     def idle(self) -> bool:
-        return self.shared_store.next_lease() is None
+        """No lease held in the project, by any instance (the database away: not idle)."""
+        try:
+            return self.shared_store.next_lease() is None
+        except StoreUnavailable:
+            return False
 
 
 # -- the breakers ------------------------------------------------------------------------

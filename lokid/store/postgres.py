@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import psycopg
+from psycopg import sql
 
 from lokid.domain.queue import CLAIM_ORDER_SQL
 from lokid.errors import Conflict
@@ -48,6 +49,15 @@ _CLAIM_MANY = (
     f" AND t.type = c.type AND t.available_at <= %s"
     f" ORDER BY t.priority DESC, t.seq LIMIT 1 FOR UPDATE SKIP LOCKED) h "
     f"ORDER BY h.{CLAIM_ORDER_SQL.replace(', ', ', h.')} LIMIT 1"
+)
+
+
+_TASK_FIELDS = _COLUMNS.split(", ")
+_GET_WITH_BREAKER = (
+    f"SELECT {', '.join('t.' + c for c in _TASK_FIELDS)}, "
+    f"{', '.join('b.' + c for c in _BREAKER_COLUMNS.split(', '))} "
+    "FROM lokid.tasks t LEFT JOIN lokid.breakers b ON b.project = t.project AND b.type = t.type "
+    "WHERE t.project = %s AND t.id = %s FOR UPDATE OF t"
 )
 
 
@@ -86,6 +96,8 @@ class PostgresStore:
         self.path = f"{db.where} (project {name})"
         self._conn: psycopg.Connection | None = None
         self._depth = 0
+        # Breakers read along with a task in this transaction (type -> row, None: no row).
+        self._breaker_seen: dict[str, BreakerRow | None] = {}
         # Called just before COMMIT; returns the NOTIFY payloads the transaction sends.
         self.outgoing: Callable[[], list[str]] | None = None
         with db.connection() as conn:
@@ -115,13 +127,11 @@ class PostgresStore:
             return
         with self.db.connection() as conn:
             self._conn, self._depth = conn, 1
+            self._breaker_seen.clear()
             try:
                 conn.execute("BEGIN")
                 yield
-                if self.outgoing is not None:
-                    for payload in self.outgoing():
-                        conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
-                conn.execute("COMMIT")
+                conn.execute(self._commit_sql(conn))
             except BaseException:
                 if not conn.closed:
                     try:
@@ -131,6 +141,16 @@ class PostgresStore:
                 raise
             finally:
                 self._conn, self._depth = None, 0
+
+    def _commit_sql(self, conn: psycopg.Connection) -> bytes:
+        """COMMIT, after the transaction's NOTIFYs in the same round trip (one simple-query
+        string; the payloads quoted as literals by psycopg, never spliced raw)."""
+        payloads = self.outgoing() if self.outgoing is not None else []
+        if not payloads:
+            return b"COMMIT"
+        channel = sql.Identifier(self.channel)
+        notifies = [sql.SQL("NOTIFY {}, {}").format(channel, sql.Literal(p)) for p in payloads]
+        return sql.SQL("; ").join([*notifies, sql.SQL("COMMIT")]).as_bytes(conn)
 
     @contextmanager
     def _use(self) -> Iterator[psycopg.Connection]:
@@ -169,11 +189,20 @@ class PostgresStore:
     # -- tasks ---------------------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskRow | None:
-        r = self._one(
-            f"SELECT {_COLUMNS} FROM lokid.tasks WHERE project = %s AND id = %s{self._locking}",
-            (self.project, task_id),
-        )
-        return None if r is None else _row(r)
+        if self._conn is None:
+            r = self._one(
+                f"SELECT {_COLUMNS} FROM lokid.tasks WHERE project = %s AND id = %s",
+                (self.project, task_id),
+            )
+            return None if r is None else _row(r)
+        # In a transaction the task is about to change, and its breaker is read next: both
+        # in one round trip (the breaker unlocked, as `breakers_of` would read it).
+        r = self._one(_GET_WITH_BREAKER, (self.project, task_id))
+        if r is None:
+            return None
+        breaker = r[len(_TASK_FIELDS) :]
+        self._breaker_seen[r[3]] = None if breaker[0] is None else _breaker(breaker)
+        return _row(r)
 
     def states_of(self, ids: Iterable[str]) -> dict[str, str]:
         ids = list(ids)
@@ -370,11 +399,27 @@ class PostgresStore:
         return [_breaker(r) for r in rows]
 
     def breakers_of(self, types: list[str]) -> list[BreakerRow]:
-        rows = self._all(
-            f"SELECT {_BREAKER_COLUMNS} FROM lokid.breakers WHERE project = %s AND type = ANY(%s)",
-            (self.project, types),
-        )
-        return [_breaker(r) for r in rows]
+        """These types' breakers as committed (unlocked). In a transaction, the first call
+        reads all of the project's (a row per task type: few), so that a claim for several
+        types costs one round trip, not one per type."""
+        if self._conn is None:
+            rows = self._all(
+                f"SELECT {_BREAKER_COLUMNS} FROM lokid.breakers WHERE project = %s "
+                "AND type = ANY(%s)",
+                (self.project, types),
+            )
+            return [_breaker(r) for r in rows]
+        if not all(t in self._breaker_seen for t in types):
+            rows = self._all(
+                f"SELECT {_BREAKER_COLUMNS} FROM lokid.breakers WHERE project = %s",
+                (self.project,),
+            )
+            seen = {r[0]: _breaker(r) for r in rows}
+            for t in types:
+                self._breaker_seen.setdefault(t, seen.get(t))
+            for t, row in seen.items():
+                self._breaker_seen.setdefault(t, row)
+        return [b for t in types if (b := self._breaker_seen[t]) is not None]
 
     def lock_breaker(self, task_type: str, wait: bool) -> BreakerRow | bool | None:
         """The breaker's row, locked for this transaction; False when `wait` is off and
