@@ -87,3 +87,35 @@ def test_a_bad_lokid_store_stops_lokid_without_repeating_it(tmp_short):
     assert done.returncode != 0
     assert "LOKID_STORE" in done.stderr and "postgresql://" in done.stderr
     assert "hunter2" not in done.stderr
+
+
+def test_the_schema_is_versioned_and_a_newer_one_refused(pg):
+    """lokid creates its schema in an empty database, and refuses one a newer lokid wrote
+    instead of writing rows in a shape it does not know."""
+    from lokid.errors import StoreUnavailable
+    from lokid.store.pg_database import open_database
+    from lokid.store.pg_schema import SCHEMA_VERSION
+
+    url = pg.create_db("schema_test")
+    open_database(url).close()
+    assert pg.sql("SELECT version FROM lokid.meta", "schema_test") == [(SCHEMA_VERSION,)]
+    open_database(url).close()  # a second open migrates nothing
+    pg.sql("UPDATE lokid.meta SET version = 99", "schema_test")
+    with pytest.raises(StoreUnavailable, match="schema version 99; this lokid knows"):
+        open_database(url)
+
+
+def test_the_keda_query_counts_what_workers_could_claim(lokid, project, pg, pg_url):
+    """README's KEDA trigger: `lokid.ready` is the queue's depth, per project and type."""
+    config = project / ".loki" / "config"
+    config.mkdir()
+    (config / "queue-store.yaml").write_text(f"url: '{pg_url}'\nname: keda-depth\n")
+    parent = call(lokid, "queue.enqueue", project, task={"type": "build", "payload": {"a": 1}})
+    for n in range(3):
+        task = {"type": "build", "payload": {"n": n}}
+        call(lokid, "queue.enqueue", project, task=task)
+    waiting = {"type": "build", "payload": {"w": 1}, "dependencies": [parent["id"]]}
+    call(lokid, "queue.enqueue", project, task=waiting)
+    call(lokid, "queue.claim", project, agent="w", capabilities=["build"])
+    query = "SELECT coalesce(sum(tasks), 0) FROM lokid.ready WHERE project = 'keda-depth'"
+    assert pg.sql(query, pg_url.rsplit("/", 1)[1].split("?")[0]) == [(3,)]

@@ -46,13 +46,17 @@ class Listener:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._channels: dict[str, list[Channel]] = {}
-        self._conn: psycopg.Connection | None = self._connect()
+        self._conn: psycopg.Connection | None = self._listen(self._connect())
         self.reconnects = 0
 
     def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.db.url, **self.db.connect_args)
+        """A new connection (in a thread when reconnecting: the server may be slow to say no)."""
+        return psycopg.connect(self.db.url, **self.db.connect_args)
+
+    def _listen(self, conn: psycopg.Connection) -> psycopg.Connection:
+        """On trio's thread: notifications are delivered here, and only here."""
         conn.add_notify_handler(lambda n: self._deliver(n.channel, n.payload))
-        for name in self._channels:
+        for name in list(self._channels):
             conn.execute(f'LISTEN "{name}"')
         return conn
 
@@ -106,8 +110,10 @@ class Listener:
         while True:
             if self._conn is None:
                 try:
-                    self._conn = await trio.to_thread.run_sync(self._connect)
+                    self._conn = conn = await trio.to_thread.run_sync(self._connect)
+                    self._listen(conn)
                 except RETRYABLE:
+                    self._close()
                     await trio.sleep(delay)
                     delay = min(delay * 2, RECONNECT_MAX)
                     continue
