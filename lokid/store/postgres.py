@@ -438,15 +438,12 @@ class PostgresStore:
             )
             return None if exists is None else False
         # A breaker never seen has no row to lock: make one (closed) first, so that two
-        # instances recording its first failures take turns on it.
-        self._run(
-            "INSERT INTO lokid.breakers (project, type, state, failures) "
-            "VALUES (%s, %s, 'closed', 0) ON CONFLICT DO NOTHING",
-            (self.project, task_type),
-        )
+        # instances recording its first failures take turns on it. One statement either
+        # way: the upsert locks the row it returns.
         r = self._one(
-            f"SELECT {_BREAKER_COLUMNS} FROM lokid.breakers WHERE project = %s "
-            "AND type = %s FOR UPDATE",
+            "INSERT INTO lokid.breakers (project, type, state, failures) "
+            "VALUES (%s, %s, 'closed', 0) ON CONFLICT (project, type) "
+            f"DO UPDATE SET type = EXCLUDED.type RETURNING {_BREAKER_COLUMNS}",
             (self.project, task_type),
         )
         return None if r is None else _breaker(r)
