@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import trio
 
 from lokid.errors import ConfigError, LokidError, NotFound, StoreUnavailable, unavailable_file
@@ -19,6 +18,7 @@ from lokid.lifecycle import Spawner
 from lokid.projects import Project
 from lokid.queue.breaker_config import CONFIG_PATH, BreakerConfigs, load_config
 from lokid.queue.core import Queue
+from lokid.queue.databases import Databases
 from lokid.queue.loki_tasks import breakers_file
 from lokid.queue.shared import is_shared
 from lokid.settings import Settings
@@ -49,9 +49,7 @@ class QueueArea:
         # The watched projects (app.py wires it), for `follow_shared`.
         self.watched: Callable[[], list[Project]] = list
         self._follow_again: float | None = None  # when to try following again
-        self._databases: dict[str, Any] = {}  # URL -> pg_database.Database, opened on first use
-        self._listeners: dict[str, Any] = {}  # URL -> pg_events.Listener
-        self._channels: dict[str, tuple[str, Any]] = {}  # project path -> (URL, Channel)
+        self._shared = Databases(spawn)  # the PostgreSQL databases queues live in
 
     def open(self, project: Project) -> Queue:
         queue = self._queues.get(project.path)
@@ -91,7 +89,7 @@ class QueueArea:
         self._projects[project.path] = project
         self._views[project.path] = views
         if url is not None and is_shared(store):
-            self._follow(project, store, url, views)
+            self._shared.follow(project.path, store, url, views, self._emit)
         views.mark([*VIEW_FILES, BREAKERS])  # bring the files in line with the database
         self._spawn(views.run)
         self._poke.set()
@@ -103,7 +101,7 @@ class QueueArea:
         (lokid/store/choice.py says which), with that database's URL."""
         choice = choose(project.loki, project.path, self._settings.store)
         if choice.url is not None:
-            return self._postgres(choice.url).store(choice.name), choice.url
+            return self._shared.store(choice.url, choice.name), choice.url
         db_path = project.loki / "state" / "lokid.db"
         try:
             return SqliteStore(db_path, self._settings.durability), None
@@ -111,57 +109,6 @@ class QueueArea:
             raise unavailable_file(f"open {db_path}", exc) from exc
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {db_path}: {exc}") from exc
-
-    def _postgres(self, url: str) -> Any:
-        """The database at `url`, connected and migrated once for every project in it
-        (psycopg is imported only when some project's queue lives in PostgreSQL)."""
-        db = self._databases.get(url)
-        if db is None:
-            try:
-                from lokid.store.pg_database import RETRYABLE, open_database
-                from lokid.store.pg_events import Listener
-            except ImportError as exc:
-                raise StoreUnavailable(
-                    f"a queue in PostgreSQL needs psycopg ({exc.name} is not installed): "
-                    "pip install 'lokid[postgres]'"
-                ) from exc
-            db = open_database(url)
-            try:
-                listener = Listener(db)
-            except RETRYABLE as exc:
-                db.close()
-                raise db.unavailable(exc, "cannot listen for notifications") from exc
-            self._databases[url] = db
-            self._listeners[url] = listener
-            self._spawn(listener.run)
-        return db
-
-    def _follow(self, project: Project, store: Any, url: str, views: ViewWriter) -> None:
-        """A shared queue's events and view changes come from the database's notifications,
-        whichever lokid made them (this one too): publish them here, in commit order."""
-        from lokid.queue.shared import decode_notice
-        from lokid.store.pg_events import Channel
-
-        emit = self._emit
-
-        def on_notice(payload: str) -> None:
-            try:
-                events, dirty = decode_notice(payload)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                log.debug("ignored a notification that is not lokid's on %s", store.channel)
-                return
-            for event in events:
-                emit(project.path, event)
-            if dirty:
-                views.mark(set(dirty))
-
-        def on_resync(reason: str) -> None:
-            views.mark([*VIEW_FILES, BREAKERS])
-            emit(project.path, ev.QueueResync(reason=reason))
-
-        channel = Channel(store.channel, on_notice, on_resync)
-        self._listeners[url].add(channel)
-        self._channels[project.path] = (url, channel)
 
     def follow_shared(self) -> None:
         """Open the queue of every watched project whose queue is in a shared database, so
@@ -174,9 +121,11 @@ class QueueArea:
             try:
                 if choose(project.loki, project.path, self._settings.store).url is not None:
                     self.open(project)
-            except LokidError as exc:
+            except StoreUnavailable as exc:  # the database is away: try again later
                 log.warning("cannot follow the queue of %s yet: %s", project.path, exc.message)
                 self._follow_again = time.monotonic() + FOLLOW_RETRY
+            except LokidError as exc:  # a bad queue-store.yaml: said when the file is used
+                log.warning("cannot follow the queue of %s: %s", project.path, exc.message)
 
     def views(self, project: Project) -> ViewWriter:
         self.open(project)
@@ -227,8 +176,7 @@ class QueueArea:
             self._next_look = time.time() + SWEEP_MAX_SLEEP
             if self._follow_again is not None and time.monotonic() >= self._follow_again:
                 self.follow_shared()
-            for db in list(self._databases.values()):
-                db.refresh_clock()
+            self._shared.refresh_clocks()
             for queue in list(self._queues.values()):
                 try:
                     self._sweep(queue)
@@ -269,9 +217,7 @@ class QueueArea:
         if views is not None:
             views.close()
             views.retire()
-        followed = self._channels.pop(project.path, None)
-        if followed is not None:
-            self._listeners[followed[0]].remove(followed[1])
+        self._shared.unfollow(project.path)
         if queue is not None:
             queue.store.close()
             log.info("closed the queue of %s", project.path)
@@ -285,10 +231,4 @@ class QueueArea:
             queue.store.close()
         self._queues.clear()
         self._projects.clear()
-        for listener in self._listeners.values():
-            listener.close()
-        for db in self._databases.values():
-            db.close()
-        self._databases.clear()
-        self._listeners.clear()
-        self._channels.clear()
+        self._shared.close()
