@@ -13,7 +13,7 @@ PREFIX ?= $(HOME)/.local
 
 $(STAMP): pyproject.toml
 	bash scripts/bootstrap-python.sh $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,mcp]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,mcp,postgres]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -401,6 +401,10 @@ def write_page(res: Results, pngs: list[str], noisy: str) -> None:
     lines += ["", "## Plots", ""]
     lines += [f"![{p}](bench/plots/{p})" for p in pngs]
     lines.append("")
+    # Sections other scripts write (bench_postgres.py --write) are kept as they were.
+    kept = OUT.read_text().partition("<!-- bench_postgres.py -->") if OUT.exists() else ()
+    if kept and kept[1]:
+        lines += ["", kept[1] + kept[2]]
     OUT.write_text("\n".join(lines))
 
 

@@ -89,6 +89,8 @@ def build_app(
     projects.restore()
     hub.observers.append(_remember_in(projects))
     queues = QueueArea(settings, hub.emit, lifecycle.spawn)
+    queues.watched = projects.watched  # a queue shared through PostgreSQL is followed
+    projects.on_change.append(queues.follow_shared)  # as soon as its project is watched
     runs = None
     if containers:
         config = RunConfig.from_env(settings.container_stop_grace, env)

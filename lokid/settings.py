@@ -57,6 +57,10 @@ class Settings(msgspec.Struct, kw_only=True):
     stop_file_grace: float = 10.0
     # When lokid stops a container: seconds between SIGTERM and SIGKILL.
     container_stop_grace: float = 10.0
+    # Where queues live unless a project says otherwise: "" or "sqlite" (each project's own
+    # .loki/lokid/lokid.db), or a postgresql:// URL (lokid/store/choice.py). From the
+    # environment only: a URL may hold a password, and command lines are public.
+    store: str = ""
 
 
 # -- parsing one value ---------------------------------------------------------------------
@@ -105,6 +109,13 @@ def count(text: str) -> int:
     return value
 
 
+def store_url(text: str) -> str:
+    from lokid.store.choice import check_url
+
+    check_url(text, "LOKID_STORE")
+    return text.strip()
+
+
 def one_of(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().lower()
@@ -129,7 +140,11 @@ ENVIRONMENT: dict[str, tuple[str, tuple[str, ...], Callable[[str], Any]]] = {
     "watch_debounce_ms": ("LOKID_WATCH_DEBOUNCE_MS", (), count),
     "stop_file_grace": ("LOKID_STOP_FILE_GRACE", ("LOKID_STOP_SIGNAL_GRACE",), seconds),
     "container_stop_grace": ("LOKID_CONTAINER_STOP_GRACE", ("LOKID_STOP_GRACE",), seconds),
+    "store": ("LOKID_STORE", (), store_url),
 }
+
+
+UNSHOWN = frozenset({"LOKID_STORE"})  # values never repeated in a message
 
 
 def parse(name: str, value: str, parser: Callable[[str], Any]) -> Any:
@@ -137,7 +152,8 @@ def parse(name: str, value: str, parser: Callable[[str], Any]) -> Any:
     try:
         return parser(value)
     except ValueError as exc:
-        raise BadSetting(f"{name}={value!r} is not valid: expected {exc}") from exc
+        shown = "(not shown: it may hold a password)" if name in UNSHOWN else repr(value)
+        raise BadSetting(f"{name}={shown} is not valid: expected {exc}") from exc
 
 
 def from_environment(env: Mapping[str, str] | None = None) -> dict[str, Any]:

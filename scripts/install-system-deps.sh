@@ -26,6 +26,10 @@ have make || need+=(make)
 have rg || need+=(ripgrep)
 [ -e /usr/include/gssapi/gssapi.h ] || need+=(libkrb5-dev)
 [ -x /usr/lib/chromium/chromium ] || need+=(chromium)
+# The PostgreSQL store's tests: a private cluster (initdb + pg_ctl), and libfaketime to run
+# one lokid with a host clock that is wrong (the queue must keep the database's time).
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(libfaketime)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if have apt-get && [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${need[*]}"

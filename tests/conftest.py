@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from dockerenv import DockerEnv, engine_answers
+from pgenv import PgCluster, available, start_cluster
 
 from support import Lokid, short_tmpdir
 
@@ -16,10 +17,36 @@ def tmp_short() -> Iterator:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgCluster]:
+    """One private PostgreSQL cluster for the whole session (tests/pgenv.py)."""
+    why = available()
+    if why is not None:
+        pytest.skip(why)
+    cluster = start_cluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg: PgCluster) -> str:
+    """The session's database: every test's projects have names of their own in it."""
+    return pg.create_db("lokid_tests")
+
+
 @pytest.fixture
-def lokid(tmp_short) -> Iterator[Lokid]:
+def store_env(request) -> dict[str, str]:
+    """lokid's environment for a queue store: SQLite unless a test is parametrised with
+    `pgenv.both_stores` (then once more with its queues in PostgreSQL)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return {}
+    return {"LOKID_STORE": request.getfixturevalue("pg_url")}
+
+
+@pytest.fixture
+def lokid(tmp_short, store_env) -> Iterator[Lokid]:
     """A running daemon; its log is printed when the test fails."""
-    daemon = Lokid(tmp_short).start()
+    daemon = Lokid(tmp_short, env=store_env).start()
     yield daemon
     daemon.kill()
 

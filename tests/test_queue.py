@@ -1,17 +1,21 @@
-"""One project's Queue on a real SQLite file, with an injected clock and random source."""
+"""One project's Queue on each real store (a SQLite file, a PostgreSQL database), with an
+injected clock and random source."""
 
+import itertools
 import random
 import subprocess
 import sys
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import msgspec
 import pytest
+from pgenv import STORES
 
 from lokid.errors import Conflict, InvalidParams, NotFound
 from lokid.queue.breaker_config import BreakerConfigs, BreakerSettings, BreakersFile
 from lokid.queue.core import Claim, Queue
-from lokid.store.base import TaskRow
+from lokid.queue.shared import decode_notice, is_shared
+from lokid.store.base import QueueStore, TaskRow
 from lokid.store.sqlite import SqliteStore
 
 T0 = 1_800_000_000.0
@@ -29,22 +33,78 @@ class Clock:
         self.now += seconds
 
 
+OpenStore = Callable[[], QueueStore]
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def pg_database(request) -> Iterator:
+    """One pool for the module's PostgreSQL runs (each test is its own project in it)."""
+    from lokid.store.pg_database import open_database
+
+    db = open_database(request.getfixturevalue("pg_url"))
+    yield db
+    db.close()
+
+
+@pytest.fixture(params=STORES)
+def open_store(request, tmp_path) -> OpenStore:
+    """Opens the test's store (again, for a restart): SQLite, or a project in PostgreSQL."""
+    if request.param == "sqlite":
+        return lambda: SqliteStore(tmp_path / "lokid.db")
+    db = request.getfixturevalue("pg_database")
+    name = f"{request.node.name}-{next(_names)}"
+    return lambda: db.store(name)
+
+
+class Tap:
+    """A shared store's events as every lokid instance receives them: LISTEN on the
+    project's channel; `drain` sends a marker and reads up to it (notifications arrive in
+    commit order, so every earlier commit's events are in by then)."""
+
+    def __init__(self, store) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(store.db.url, autocommit=True)
+        self.channel = store.channel
+        self.conn.execute(f'LISTEN "{self.channel}"')
+        self.marks = itertools.count()
+
+    def drain(self) -> list:
+        marker = f"sync {next(self.marks)}"
+        self.conn.execute("SELECT pg_notify(%s, %s)", (self.channel, marker))
+        events = []
+        for note in self.conn.notifies(timeout=10):
+            if note.payload == marker:
+                return events
+            events += decode_notice(note.payload)[0]
+        raise AssertionError("the marker did not come back")
+
+
 class Harness:
-    def __init__(self, path: Path, config: BreakerConfigs | None = None) -> None:
-        self.path = path
+    def __init__(self, open_store: OpenStore, config: BreakerConfigs | None = None) -> None:
+        self.open_store = open_store
         self.clock = Clock()
-        self.events: list[tuple[str, dict]] = []
+        self._events: list[tuple[str, dict]] = []
         self.changed: set[str] = set()
         self.config = config or BreakerConfigs()
         self.queue = self._open()
+        self.tap = Tap(self.queue.store) if is_shared(self.queue.store) else None
+
+    @property
+    def events(self) -> list[tuple[str, dict]]:
+        """What subscribers have heard so far (from a shared store: through LISTEN)."""
+        if self.tap is not None:
+            self._events += [(e.TOPIC, msgspec.to_builtins(e)) for e in self.tap.drain()]
+        return self._events
 
     def _open(self) -> Queue:
-        store = SqliteStore(self.path / "lokid.db")
+        store = self.open_store()
         return Queue(
             "/p",
             store,
             self.config,
-            lambda event: self.events.append((event.TOPIC, msgspec.to_builtins(event))),
+            lambda event: self._events.append((event.TOPIC, msgspec.to_builtins(event))),
             self.changed.update,
             clock=self.clock,
             rng=random.Random(1),
@@ -59,7 +119,7 @@ class Harness:
         return [t for t, _ in self.events]
 
     def add(self, **task) -> str:
-        task.setdefault("payload", {"n": len(self.events) + random.random()})
+        task.setdefault("payload", {"n": len(self._events) + random.random()})
         return self.queue.enqueue(task).id
 
     def claim(self, agent="a1", caps=("eng",), lease=None):
@@ -74,8 +134,8 @@ class Harness:
 
 
 @pytest.fixture
-def h(tmp_path) -> Harness:
-    return Harness(tmp_path)
+def h(open_store) -> Harness:
+    return Harness(open_store)
 
 
 def test_claims_go_highest_priority_first_then_oldest(h):
@@ -391,8 +451,8 @@ def config(**overrides) -> BreakerConfigs:
     return BreakerConfigs(BreakersFile(defaults, {k: v for k, v in overrides.items()}))
 
 
-def test_an_open_breaker_skips_its_type(tmp_path):
-    h = Harness(tmp_path, config())
+def test_an_open_breaker_skips_its_type(open_store):
+    h = Harness(open_store, config())
     h.fail_attempts("flaky", 2, backoffSeconds=1)
     assert "breaker.opened" in h.topics()
     h.clock.advance(30)  # past the backoff, not yet half-open
@@ -402,8 +462,8 @@ def test_an_open_breaker_skips_its_type(tmp_path):
     assert result.task.id == other, "the higher-priority flaky tasks are skipped"
 
 
-def test_claim_reports_the_blocking_breaker(tmp_path):
-    h = Harness(tmp_path, config())
+def test_claim_reports_the_blocking_breaker(open_store):
+    h = Harness(open_store, config())
     ids = [h.add(type="flaky", maxRetries=9) for _ in range(3)]
     for task_id in ids[:2]:
         h.claim(caps=["flaky"])
@@ -414,9 +474,9 @@ def test_claim_reports_the_blocking_breaker(tmp_path):
     assert _seconds(result.blocked["flaky"].until) == pytest.approx(h.clock.now + 60, abs=0.01)
 
 
-def test_half_open_gives_exactly_the_configured_probes_to_concurrent_claimers(tmp_path):
+def test_half_open_gives_exactly_the_configured_probes_to_concurrent_claimers(open_store):
     cfg = config(flaky=BreakerSettings(half_open_requests=3))
-    h = Harness(tmp_path, cfg)
+    h = Harness(open_store, cfg)
     h.fail_attempts("flaky", 2, backoffSeconds=1)
     for _ in range(6):
         h.add(type="flaky")
@@ -430,8 +490,8 @@ def test_half_open_gives_exactly_the_configured_probes_to_concurrent_claimers(tm
     assert h.claim(caps=["flaky"]).task is not None
 
 
-def test_a_failed_probe_reopens_and_an_expired_probe_counts_as_failed(tmp_path):
-    h = Harness(tmp_path, config())
+def test_a_failed_probe_reopens_and_an_expired_probe_counts_as_failed(open_store):
+    h = Harness(open_store, config())
     h.fail_attempts("flaky", 2, backoffSeconds=1)
     h.clock.advance(61)
     probe = h.claim(caps=["flaky"], lease=5).task
@@ -442,8 +502,8 @@ def test_a_failed_probe_reopens_and_an_expired_probe_counts_as_failed(tmp_path):
     assert probe is not None
 
 
-def test_rate_limits_never_count_as_breaker_failures(tmp_path):
-    h = Harness(tmp_path, config())
+def test_rate_limits_never_count_as_breaker_failures(open_store):
+    h = Harness(open_store, config())
     for _ in range(5):
         task_id = h.add(type="api")
         h.claim(caps=["api"])
@@ -453,8 +513,8 @@ def test_rate_limits_never_count_as_breaker_failures(tmp_path):
     assert "api" not in listing or listing["api"].failures == 0
 
 
-def test_a_forced_breaker_stays_open_until_reset(tmp_path):
-    h = Harness(tmp_path, config())
+def test_a_forced_breaker_stays_open_until_reset(open_store):
+    h = Harness(open_store, config())
     h.add(type="eng")
     with h.queue.transaction():
         h.queue.breakers.trip("eng", h.clock.now, "deploy freeze")
@@ -465,8 +525,8 @@ def test_a_forced_breaker_stays_open_until_reset(tmp_path):
     assert h.claim().task is not None
 
 
-def test_breaker_state_and_open_until_survive_a_restart(tmp_path):
-    h = Harness(tmp_path, config())
+def test_breaker_state_and_open_until_survive_a_restart(open_store):
+    h = Harness(open_store, config())
     h.fail_attempts("flaky", 2)
     before = h.claim(caps=["flaky"]).blocked["flaky"]
     queue = h.reopen()
@@ -474,8 +534,8 @@ def test_breaker_state_and_open_until_survive_a_restart(tmp_path):
     assert (after.state, after.until) == (before.state, before.until)
 
 
-def test_per_type_overrides(tmp_path):
-    h = Harness(tmp_path, config(fragile=BreakerSettings(failure_threshold=1)))
+def test_per_type_overrides(open_store):
+    h = Harness(open_store, config(fragile=BreakerSettings(failure_threshold=1)))
     task_id = h.add(type="fragile", maxRetries=9)
     h.claim(caps=["fragile"])
     h.queue.fail(task_id, "a1", "crash")
@@ -486,9 +546,9 @@ def test_per_type_overrides(tmp_path):
     assert states == {"fragile": "open", "sturdy": "closed"}
 
 
-def test_a_rolled_back_transaction_leaves_breakers_as_they_were(tmp_path):
+def test_a_rolled_back_transaction_leaves_breakers_as_they_were(open_store):
     """A commit that fails (a full disk, say) must not leave memory ahead of the database."""
-    h = Harness(tmp_path, config())
+    h = Harness(open_store, config())
     h.fail_attempts("flaky", 1)
     before = h.queue.breakers.listing(h.clock.now)
     with pytest.raises(RuntimeError), h.queue.transaction():

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from pgenv import both_stores
 
 from lokictl import DaemonError
 from support import Lokid, call, lokictl, run_threads, wait_until
@@ -22,6 +23,7 @@ def view(project: Path, state: str) -> list:
     return json.loads(path.read_bytes()) if path.exists() else []
 
 
+@both_stores
 def test_workers_cycling_with_claim_next_never_share_a_task(lokid, project):
     """Each worker claims once, then completes with `claimNext` until the queue is
     empty: every task completed exactly once, by the agent that held it."""
@@ -51,6 +53,7 @@ def test_workers_cycling_with_claim_next_never_share_a_task(lokid, project):
     assert call(lokid, "queue.stats", project)["states"]["completed"] == 200
 
 
+@both_stores
 def test_claim_next_answers_stopped_after_stop(lokid, project):
     call(
         lokid,
@@ -72,6 +75,7 @@ def test_claim_next_answers_stopped_after_stop(lokid, project):
     assert err.value.code == "invalid_params"
 
 
+@both_stores
 def test_many_concurrent_claimers_never_share_a_task(lokid, project):
     tasks = [{"type": "eng", "payload": {"n": i}} for i in range(300)]
     call(lokid, "queue.enqueue_many", project, tasks=tasks)
@@ -95,6 +99,7 @@ def test_many_concurrent_claimers_never_share_a_task(lokid, project):
     assert all(len(holders) == 1 for holders in claimed.values())
 
 
+@both_stores
 def test_views_are_bare_arrays_that_follow_the_database(lokid, project):
     first = call(lokid, "queue.enqueue", project, task={"type": "eng", "payload": {"a": 1}})["id"]
     second = call(lokid, "queue.enqueue", project, task={"type": "eng", "payload": {"a": 2}})["id"]
@@ -116,6 +121,7 @@ def test_views_are_bare_arrays_that_follow_the_database(lokid, project):
     }
 
 
+@both_stores
 def test_a_task_added_to_pending_json_by_loki_mode_is_imported_once(lokid, project):
     call(lokid, "queue.enqueue", project, task={"type": "eng", "payload": {"a": 1}})
     path = project / ".loki" / "queue" / "pending.json"
@@ -136,6 +142,7 @@ def test_a_task_added_to_pending_json_by_loki_mode_is_imported_once(lokid, proje
     assert sorted(ids).count("prd-001") == 1
 
 
+@both_stores
 def test_the_wrapped_tasks_shape_is_imported_too(lokid, project):
     queue = project / ".loki" / "queue"
     queue.mkdir(parents=True)
@@ -143,6 +150,7 @@ def test_the_wrapped_tasks_shape_is_imported_too(lokid, project):
     assert call(lokid, "queue.import", project)["imported"] == 1
 
 
+@both_stores
 def test_a_corrupt_pending_json_is_quarantined_and_nothing_is_lost(lokid, project):
     call(lokid, "queue.enqueue", project, task={"type": "eng", "payload": {"a": 1}})
     path = project / ".loki" / "queue" / "pending.json"
@@ -170,6 +178,7 @@ def _parses(path: Path) -> bool:
     return True
 
 
+@both_stores
 def test_views_take_loki_modes_lock_and_wait_for_it(lokid, project):
     queue = project / ".loki" / "queue"
     lockdir = queue / ".pending.lock.lockdir"
@@ -183,6 +192,7 @@ def test_views_take_loki_modes_lock_and_wait_for_it(lokid, project):
     wait_until(lambda: len(view(project, "pending")) == 1, what="pending.json after the lock")
 
 
+@both_stores
 def test_a_lease_that_runs_out_emits_an_event_and_retries(lokid, project):
     task_id = call(lokid, "queue.enqueue", project, task={"type": "eng", "payload": {}})["id"]
     with lokid.client() as watcher:
@@ -194,6 +204,7 @@ def test_a_lease_that_runs_out_emits_an_event_and_retries(lokid, project):
     assert state["state"] == "pending" and state["task"]["lastError"] == "lease expired"
 
 
+@both_stores
 def test_wire_errors_for_queue_calls(lokid, project):
     with pytest.raises(DaemonError) as info:
         call(lokid, "queue.get", project, id="nope")
@@ -212,6 +223,7 @@ def test_wire_errors_for_queue_calls(lokid, project):
     assert info.value.code == "not_found"
 
 
+@both_stores
 def test_dlq_decisions_are_logged(lokid, project):
     task = {"type": "eng", "payload": {}, "maxRetries": 1}
     task_id = call(lokid, "queue.enqueue", project, task=task)["id"]
@@ -277,11 +289,12 @@ for i in itertools.count():
 """
 
 
+@both_stores
 @pytest.mark.parametrize("round_", range(3))
-def test_acknowledged_operations_survive_sigkill(tmp_short, round_):
+def test_acknowledged_operations_survive_sigkill(tmp_short, round_, store_env):
     project = tmp_short / "proj"
     project.mkdir()
-    lokid = Lokid(tmp_short, env={"LOKID_LOG_LEVEL": "warning"}).start()
+    lokid = Lokid(tmp_short, env={"LOKID_LOG_LEVEL": "warning", **store_env}).start()
     log_path = tmp_short / "acks.jsonl"
     worker = subprocess.Popen(
         [sys.executable, "-c", WORKER, str(lokid.socket), str(project), str(log_path)],
@@ -296,7 +309,7 @@ def test_acknowledged_operations_survive_sigkill(tmp_short, round_):
     finally:
         worker.kill()
     acked = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    restarted = Lokid(tmp_short, env={"LOKID_LOG_LEVEL": "warning"}).start()
+    restarted = Lokid(tmp_short, env={"LOKID_LOG_LEVEL": "warning", **store_env}).start()
     try:
         for kind, task_id in acked:
             state = call(restarted, "queue.get", project, id=task_id)["state"]
@@ -311,11 +324,12 @@ def _count_lines(path: Path) -> int:
     return path.read_text().count("\n") if path.exists() else 0
 
 
+@both_stores
 def test_lokictl_queue_commands(lokid, project):
     def ctl(*args: str) -> subprocess.CompletedProcess:
         return lokictl(lokid, project, *args)
 
-    (project / ".loki").mkdir()  # lokictl works inside a project only
+    (project / ".loki").mkdir(exist_ok=True)  # lokictl works inside a project only
     added = ctl("--json", "queue", "add", "eng", "--priority", "high", "--payload", '{"a":1}')
     task_id = json.loads(added.stdout)["id"]
     claimed = ctl("--json", "queue", "claim", "--agent", "me", "--cap", "eng")

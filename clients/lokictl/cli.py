@@ -330,6 +330,7 @@ _PROJECT = "lokictl._project_cli"
 _RUN = "lokictl._run_cli"
 _TOOLS = "lokictl._tools_cli"
 _MIGRATION = "lokictl._migration_cli"
+_WORK = "lokictl._work_cli"
 
 COMMANDS: dict[str, Command] = {
     "status": cmd_status,
@@ -343,6 +344,7 @@ COMMANDS: dict[str, Command] = {
     **dict.fromkeys(("run", "image"), _lazy_command(_RUN, "RUN_COMMANDS")),
     "top": _lazy_command(_TOOLS, "TOOL_COMMANDS"),
     "migration": _lazy_command(_MIGRATION, "MIGRATION_COMMANDS"),
+    "work": _lazy_command(_WORK, "WORK_COMMANDS"),
 }
 
 # Commands that run without a connection made for them (they make their own, or none).
@@ -353,6 +355,7 @@ _project_builder = _lazy_builder(_PROJECT, "add_project_commands")
 _run_builder = _lazy_builder(_RUN, "add_run_commands")
 _tools_builder = _lazy_builder(_TOOLS, "add_tool_commands")
 _migration_builder = _lazy_builder(_MIGRATION, "add_migration_commands")
+_work_builder = _lazy_builder(_WORK, "add_work_command")
 
 BRANCHES: dict[str, Callable[[Any], None]] = {
     "status": _add_status,
@@ -364,6 +367,7 @@ BRANCHES: dict[str, Callable[[Any], None]] = {
     **dict.fromkeys(("run", "image"), _run_builder),
     **dict.fromkeys(("top", "info", "completion", "man"), _tools_builder),
     "migration": _migration_builder,
+    "work": _work_builder,
 }
 
 

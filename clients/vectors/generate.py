@@ -120,6 +120,7 @@ EVENT_DATA: dict[str, Any] = {
     "queue.deleted": {"id": "t1", "type": "eng"},
     "queue.quarantined": {"file": "/p/.loki/queue/pending.json", "copy": "/q.json", "error": "x"},
     "queue.store-lost": {"file": "/p/.loki/lokid/lokid.db", "error": "deleted"},
+    "queue.resync": {"reason": "reconnected to postgresql://lokid@db:5432/lokid"},
     "breaker.opened": BREAKER,
     "breaker.half-open": {**BREAKER, "state": "half-open"},
     "breaker.closed": {**BREAKER, "state": "closed", "failures": 0, "openedAt": None},

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from lokid.errors import ConfigError, NotFound, StoreUnavailable, unavailable_file
+from lokid.errors import ConfigError, LokidError, NotFound, StoreUnavailable, unavailable_file
 from lokid.files import loki_run
 from lokid.files.reading import exists as _exists
 from lokid.files.views import BREAKERS, STATES, VIEW_FILES, ViewWriter
@@ -28,14 +28,19 @@ from lokid.lifecycle import Spawner
 from lokid.projects import Project
 from lokid.queue.breaker_config import CONFIG_PATH, BreakerConfigs, load_config
 from lokid.queue.core import Queue
+from lokid.queue.databases import Databases
 from lokid.queue.loki_tasks import breakers_file
+from lokid.queue.shared import is_shared
 from lokid.settings import Settings
+from lokid.store.base import QueueStore
+from lokid.store.choice import choose
 from lokid.store.sqlite import SqliteStore
 from lokid.wire import events as ev
 
 log = logging.getLogger("lokid.queues")
 
 SWEEP_MAX_SLEEP = 1.0  # the sweeper looks at least this often, whatever it was told
+FOLLOW_RETRY = 5.0  # seconds between tries to follow a shared queue whose database is away
 
 Emit = Callable[[str | None, Any], None]
 
@@ -52,17 +57,29 @@ class QueueArea:
         self._live: dict[str, bool] = {}  # whether a Loki Mode run is live, per project
         self._poke = trio.Event()
         self._next_look = 0.0
+        self._sweep_errors: dict[str, str] = {}
+        # The watched projects (app.py wires it), for `follow_shared`.
+        self.watched: Callable[[], list[Project]] = list
+        self._follow_again: float | None = None  # when to try following again
+        self._shared = Databases(spawn)  # the PostgreSQL databases queues live in
 
     def existing(self, project: Project) -> Queue | None:
         """The project's queue if it has a database; None (and nothing created) if not."""
         queue = self._usable(project)
         if queue is not None:
             return queue
-        if not (_exists(db_path(project)) or _exists(old_db_path(project))):
-            if not project.exists():
-                raise NotFound(f"project folder {project.path} does not exist")
+        if not project.exists():
+            raise NotFound(f"project folder {project.path} does not exist")
+        if not (
+            _exists(db_path(project)) or _exists(old_db_path(project))
+        ) and not self._shared_choice(project):
             return None
         return self._open(project)
+
+    def _shared_choice(self, project: Project) -> bool:
+        """The project's queue is in a PostgreSQL database (it exists whether or not this
+        lokid has used it)."""
+        return choose(project.loki, project.path, self._settings.store).url is not None
 
     def open(self, project: Project) -> Queue:
         """The project's queue, its database created if need be (for a write)."""
@@ -92,14 +109,7 @@ class QueueArea:
         if not Path(project.path).is_dir():
             raise NotFound(f"project folder {project.path} does not exist")
         settings = self._settings
-        path = db_path(project)
-        try:
-            _move_old_database(project)
-            store = SqliteStore(path, settings.durability, self._lost(project))
-        except OSError as exc:
-            raise unavailable_file(f"open {path}", exc) from exc
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open {path}: {exc}") from exc
+        store, url = self._open_store(project)
         config = self._load_config(project)
         if isinstance(config, str):
             config = BreakerConfigs()
@@ -124,16 +134,53 @@ class QueueArea:
             config,
             publish,
             lambda states: views.mark(set(states)),
+            clock=getattr(store, "clock", time.time),  # a shared database's: see pg_database
             lease_set=self.lease_set,
         )
         self._queues[project.path] = queue
         self._projects[project.path] = project
         self._views[project.path] = views
         self._live[project.path] = loki_run.is_live(project.loki)
+        if url is not None and is_shared(store):
+            self._shared.follow(project.path, store, url, views, self._emit)
+            self._reconciled.add(project.path)
+            views.mark([*STATES, BREAKERS])  # others may have changed it: the files follow
         self._spawn(views.run)
         self._poke.set()
-        log.info("opened the queue of %s", project.path)
+        log.info("opened the queue of %s in %s", project.path, getattr(store, "path", "?"))
         return queue
+
+    def _open_store(self, project: Project) -> tuple[QueueStore, str | None]:
+        """SQLite in the project's folder, or its queue in a PostgreSQL database
+        (lokid/store/choice.py says which), with that database's URL."""
+        choice = choose(project.loki, project.path, self._settings.store)
+        if choice.url is not None:
+            return self._shared.store(choice.url, choice.name), choice.url
+        path = db_path(project)
+        try:
+            _move_old_database(project)
+            return SqliteStore(path, self._settings.durability, self._lost(project)), None
+        except OSError as exc:
+            raise unavailable_file(f"open {path}", exc) from exc
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open {path}: {exc}") from exc
+
+    def follow_shared(self) -> None:
+        """Open the queue of every watched project whose queue is in a shared database, so
+        its events (made through any lokid) reach this lokid's subscribers at once, not
+        after its first request. Called when the watched set changes, and at start."""
+        self._follow_again = None
+        for project in self.watched():
+            if project.path in self._queues or not project.exists():
+                continue
+            try:
+                if choose(project.loki, project.path, self._settings.store).url is not None:
+                    self.open(project)
+            except StoreUnavailable as exc:  # the database is away: try again later
+                log.warning("cannot follow the queue of %s yet: %s", project.path, exc.message)
+                self._follow_again = time.monotonic() + FOLLOW_RETRY
+            except LokidError as exc:  # a bad queue-store.yaml: said when the file is used
+                log.warning("cannot follow the queue of %s: %s", project.path, exc.message)
 
     def views(self, project: Project) -> ViewWriter:
         self.open(project)
@@ -189,14 +236,23 @@ class QueueArea:
     async def run(self) -> None:
         """The sweeper: expire leases and turn breakers half-open when due; reads only until
         then."""
+        self.follow_shared()
         while True:
-            now = time.time()
-            self._next_look = now + SWEEP_MAX_SLEEP
+            self._next_look = time.time() + SWEEP_MAX_SLEEP
+            if self._follow_again is not None and time.monotonic() >= self._follow_again:
+                self.follow_shared()
+            self._shared.refresh_clocks()
             for queue in list(self._queues.values()):
                 try:
-                    self._sweep(queue, now)
+                    self._sweep(queue)
+                except LokidError as exc:  # a shared database away: said once per outage
+                    if self._sweep_errors.get(queue.project) != exc.message:
+                        log.warning("sweeping %s: %s", queue.project, exc.message)
+                    self._sweep_errors[queue.project] = exc.message
                 except Exception:
                     log.exception("sweeping %s failed", queue.project)
+                else:
+                    self._sweep_errors.pop(queue.project, None)
             self._look_for_runs()
             with trio.move_on_after(max(0.0, self._next_look - time.time()) + 0.001):
                 await self._poke.wait()
@@ -211,7 +267,10 @@ class QueueArea:
                 self._live[path] = live
                 self._views[path].mark(["in-progress"])
 
-    def _sweep(self, queue: Queue, now: float) -> None:
+    def _sweep(self, queue: Queue) -> None:
+        """On the queue's clock (a shared database's time), waking on this host's."""
+        now = queue.clock()
+        skew = time.time() - now
         lease = queue.next_lease_deadline()
         if lease is not None and lease <= now:
             queue.expire_leases()
@@ -222,8 +281,8 @@ class QueueArea:
                 queue.breakers.tick(now)
             half_open = queue.breakers.next_half_open()
         for when in (lease, half_open):
-            if when is not None:
-                self._next_look = min(self._next_look, when)
+            if when is not None:  # (one still due is another instance's, being expired now)
+                self._next_look = min(self._next_look, max(when + skew, time.time() + 0.01))
 
     def forget(self, project: Project) -> None:
         """The project's folder went away: close its queue (the next use reopens it)."""
@@ -234,6 +293,7 @@ class QueueArea:
         if views is not None:
             views.close()
             views.retire()
+        self._shared.unfollow(project.path)
         if queue is not None:
             queue.store.close()
             log.info("closed the queue of %s", project.path)
@@ -254,6 +314,7 @@ class QueueArea:
             queue.store.close()
         self._queues.clear()
         self._projects.clear()
+        self._shared.close()
 
 
 def db_path(project: Project) -> Path:

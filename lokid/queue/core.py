@@ -32,7 +32,8 @@ from lokid.queue.loki_tasks import (
     task_doc,
     wire_task,
 )
-from lokid.queue.unit import Changed, Publish, UnitOfWork
+from lokid.queue.shared import is_shared, parts
+from lokid.queue.unit import Changed, Publish
 from lokid.store.base import QueueStore, TaskRow
 from lokid.wire import events as ev
 from lokid.wire.queue import (
@@ -70,11 +71,15 @@ class Queue:
     ) -> None:
         self.project = project
         self.store = store
-        self._unit = UnitOfWork(store, publish, changed, lease_set or (lambda until: None))
+        # In memory, or read from a store other lokid instances share (queue/shared.py).
+        self._shared = is_shared(store)
+        self._unit, self.breakers = parts(
+            store, publish, changed, lease_set or (lambda until: None), breaker_config
+        )
         # Ids some task depends on: most completions release nobody and skip the update.
         # A superset is harmless (it only costs that update), so it never shrinks.
-        self._depended_on: set[str] = store.depended_on()
-        self.breakers = Breakers(store, self._unit, breaker_config)
+        # (Shared: another instance may add a dependent at any time; always update.)
+        self._depended_on: set[str] = set() if self._shared else store.depended_on()
         self.clock = clock
         self.rng = rng or random.Random()
 
@@ -165,7 +170,8 @@ class Queue:
             extra=encode_extras(extras, where),
         )
         self.store.insert(row, deps, key, task.created_at, loki_priority)
-        self._depended_on.update(deps)
+        if not self._shared:
+            self._depended_on.update(deps)
         self._unit.count("pending", task.type, +1)
         self._unit.touch("pending")
         self._unit.emit(ev.QueueEnqueued(id=task_id, type=task.type, priority=task.priority))
@@ -224,6 +230,12 @@ class Queue:
         transaction: one task that cannot be failed (a bug, a bad value) never rolls back
         the others' expiry, and is tried again at the next sweep."""
         now = self.clock()
+        if self._shared:  # rows locked (SKIP LOCKED) and failed in one transaction
+            with self.transaction():
+                rows = self._unit.expired(now)
+                for row in rows:
+                    self._expire(row, now)
+            return len(rows)
         leases = self._unit.leases
         due = sorted((until, task_id) for task_id, until in leases.items() if until <= now)
         expired = 0
@@ -234,16 +246,18 @@ class Queue:
                     if row is None or row.state != "in-progress":
                         self._unit.lease(task_id, None)
                         continue
-                    lost = ev.QueueLeaseExpired(id=row.id, type=row.type, agent=row.claimed_by)
-                    self._unit.emit(lost)
-                    self._fail_row(row, "lease expired", None, now)
+                    self._expire(row, now)
                 expired += 1
             except Exception:
                 log.exception("expiring the lease of %s in %s failed", task_id, self.project)
         return expired
 
+    def _expire(self, row: TaskRow, now: float) -> None:
+        self._unit.emit(ev.QueueLeaseExpired(id=row.id, type=row.type, agent=row.claimed_by))
+        self._fail_row(row, "lease expired", None, now)
+
     def next_lease_deadline(self) -> float | None:
-        return min(self._unit.leases.values(), default=None)
+        return self._unit.next_lease()
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -268,7 +282,7 @@ class Queue:
             self.breakers.record_success(task.type, now, row.probe)
             row.probe = False
             self._save(row, task, "completed")
-            if task_id in self._depended_on:
+            if self._shared or task_id in self._depended_on:
                 self.store.release_dependents(task_id)
             self._unit.emit(ev.QueueCompleted(id=task_id, type=task.type, agent=agent))
             claimed = None if then is None else self._claim(then, now)
@@ -390,7 +404,7 @@ class Queue:
     def stats(self) -> Stats:
         states = dict.fromkeys(STATES, 0)
         types: dict[str, dict[str, int]] = {}
-        for (state, task_type), count in sorted(self._unit.counts.items()):
+        for (state, task_type), count in sorted(self._unit.current_counts().items()):
             if count:
                 states[state] += count
                 types.setdefault(task_type, {})[state] = count
@@ -474,4 +488,4 @@ class Queue:
         return imported, skipped, problems
 
     def idle(self) -> bool:
-        return not self._unit.leases
+        return self._unit.idle()

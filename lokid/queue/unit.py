@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from lokid.store.base import QueueStore
+from lokid.store.base import QueueStore, TaskRow
 from lokid.wire.events import EventData
 
 Publish = Callable[[EventData], None]
@@ -69,6 +69,22 @@ class UnitOfWork:
     def lease(self, task_id: str, until: float | None) -> None:
         """The task's lease now ends at `until` (None: it holds none)."""
         self._delta_leases[task_id] = until
+
+    # -- read by the queue (queue/shared.py reads these from the store instead) -------
+
+    def expired(self, now: float) -> list[TaskRow]:
+        """In-progress tasks whose lease ended by `now`, soonest first (in a transaction)."""
+        due = sorted((until, task_id) for task_id, until in self.leases.items() if until <= now)
+        return [row for _, task_id in due if (row := self.store.get(task_id)) is not None]
+
+    def next_lease(self) -> float | None:
+        return min(self.leases.values(), default=None)
+
+    def current_counts(self) -> Counter[tuple[str, str]]:
+        return self.counts
+
+    def idle(self) -> bool:
+        return not self.leases
 
     # -- the transaction -------------------------------------------------------------
 

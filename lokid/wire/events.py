@@ -142,6 +142,15 @@ class QueueQuarantined(EventData):
     error: str
 
 
+class QueueResync(EventData):
+    """A queue shared with other lokid instances (PostgreSQL): this lokid was cut off from
+    the database's notifications, so events made through other instances may be missing;
+    re-read the queue. Its views were rewritten from the database."""
+
+    TOPIC: ClassVar[str] = "queue.resync"
+    reason: str
+
+
 # -- breakers ---------------------------------------------------------------------------
 
 
@@ -321,6 +330,7 @@ EVENT_TYPES: tuple[type[Any], ...] = (
     QueueDeleted,
     QueueQuarantined,
     QueueStoreLost,
+    QueueResync,
     BreakerOpened,
     BreakerHalfOpen,
     BreakerClosed,
