@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -26,6 +27,16 @@ from support import Lokid, no_engine, short_tmpdir, wait_until
 # Every file the watcher gives a meaning to (lokid/watch/meaning.py), relative to .loki/.
 WATCHED = [
     "queue/pending.json",
+    "queue/in-progress.json",
+    "queue/completed.json",
+    "queue/failed.json",
+    "queue/dead-letter.json",
+    "queue/cancelled.json",
+    "loki.pid",
+    "run.pid",
+    "sessions/s1/loki.pid",
+    "lokid/PAUSE",
+    "PAUSE_AT_CHECKPOINT",
     "config/circuit-breakers.yaml",
     "docker/run.json",
     "events.jsonl",
@@ -86,12 +97,36 @@ def daemon() -> Iterator[tuple[Lokid, Path]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def write(path: Path, data: bytes) -> None:
-    """Replace whatever is at `path` (a folder, even) with `data`."""
+def clear(path: Path) -> None:
+    """Remove whatever is at `path`: a folder, a FIFO, a symlink (never followed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def write(path: Path, data: bytes) -> None:
+    """Replace whatever is at `path` (a folder, a FIFO, a symlink) with `data`."""
+    clear(path)
     path.write_bytes(data)
+
+
+def plant(path: Path, kind: int, data: bytes) -> None:
+    """Sometimes what no file should be: a folder, a FIFO with no writer (opening it for
+    reading blocks), a symlink loop, a symlink to /dev/zero (endless); else `data`."""
+    clear(path)
+    if kind == 0:
+        path.mkdir()
+    elif kind == 1:
+        os.mkfifo(path)
+    elif kind == 2:
+        path.symlink_to(path.name)  # itself: ELOOP
+    elif kind == 3:
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_bytes(data)
 
 
 def test_hostile_bytes_in_every_watched_file(daemon):
@@ -104,15 +139,9 @@ def test_hostile_bytes_in_every_watched_file(daemon):
     ]
 
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(name=st.sampled_from(WATCHED), data=contents, as_folder=st.integers(0, 19))
-    def fuzz(name: str, data: bytes, as_folder: int) -> None:
-        path = project / ".loki" / name
-        if as_folder == 0:  # sometimes a folder where a file belongs
-            with contextlib.suppress(OSError):
-                path.unlink()
-            path.mkdir(parents=True, exist_ok=True)
-        else:
-            write(path, data)
+    @given(name=st.sampled_from(WATCHED), data=contents, kind=st.integers(0, 19))
+    def fuzz(name: str, data: bytes, kind: int) -> None:
+        plant(project / ".loki" / name, kind, data)
         time.sleep(0.02)  # pacing, not a wait: the watcher's step is 5 ms, so most writes are seen
         assert lokid.proc.poll() is None, lokid.log()[-3000:]
 

@@ -186,12 +186,18 @@ def subscriber(socket: Path, project: str, stop: threading.Event) -> None:
 
 
 def run_load(
-    lokid: Lokid, project: str, ledger: Ledger, stop: threading.Event, round_: int = 0
+    lokid: Lokid,
+    project: str,
+    ledger: Ledger,
+    stop: threading.Event,
+    round_: int = 0,
+    clients: int = CLIENTS,
+    subscribers: int = SUBSCRIBERS,
 ) -> list:
-    """Start the 200 clients; return their threads (they run until `stop` or a crash)."""
+    """Start the clients (200); return their threads (they run until `stop` or a crash)."""
     threads = []
-    for n in range(CLIENTS):
-        if n < SUBSCRIBERS:
+    for n in range(clients):
+        if n < subscribers:
             target: Any = lambda: subscriber(lokid.socket, project, stop)  # noqa: E731
         else:
             target = Agent(n, lokid.socket, project, ledger, round_).run
@@ -488,3 +494,40 @@ def test_sigkill_during_enqueue_many_is_all_or_nothing(tmp_short, project):
         assert len(acked) >= ROUNDS
     finally:
         restarted.kill()
+
+
+def test_a_50k_story_pending_json_is_imported_while_others_are_served(tmp_short, project):
+    """Loki Mode's populate writes a huge pending.json: lokid imports it in chunks (each its
+    own transaction), so the agents and a bystander are served between them, and every
+    story is imported exactly once."""
+    from test_reliability_support import Bystander
+
+    stories = [
+        {"id": f"prd-{n:05d}", "title": f"story {n}", "priority": "medium", "status": "pending"}
+        for n in range(50_000)
+    ]
+    lokid = Lokid(tmp_short, env={"LOKID_LOG_LEVEL": "warning"}).start()
+    try:
+        lokid.call("project.add", {"path": project})
+        ledger, stop = Ledger(), threading.Event()
+        with Bystander(lokid.socket) as bystander:
+            threads = run_load(lokid, project, ledger, stop, clients=8, subscribers=1)
+            queue = Path(project) / ".loki" / "queue"
+            queue.mkdir(exist_ok=True)
+            tmp = queue / "pending.json.tmp"
+            tmp.write_text(json.dumps(stories))
+            tmp.replace(queue / "pending.json")
+
+            def imported() -> bool:
+                page = lokid.call("queue.stats", {"project": project})
+                return sum(page["types"].get("general", {}).values()) == len(stories)
+
+            wait_until(imported, 120, "every story imported")
+            stop.set()
+            join_all(threads)
+        assert not bystander.failures, bystander.failures
+        assert bystander.worst < 2.0, f"a ping waited {bystander.worst:.2f} s behind the import"
+        tasks = check_database(lokid, project, ledger)
+        assert sum(1 for i in tasks if i.startswith("prd-")) == len(stories)
+    finally:
+        lokid.kill()

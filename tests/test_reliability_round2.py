@@ -215,6 +215,43 @@ def test_a_fifo_in_a_project_never_blocks_the_daemon(tmp_short, project):
     assert lokid.stop() == 0, "SIGTERM is honoured: nothing is stuck in an open()"
 
 
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "loop"])
+def test_queue_files_that_are_no_files_never_block_views_or_the_stop(tmp_short, project, kind):
+    """Loki Mode's queue files are lokid's to write too: a FIFO there (opening it would wait
+    for a writer), an endless device or a symlink loop is skipped, the other files are still
+    written, SIGTERM still ends lokid at once, and the file is written again once mended."""
+    lokid = start(tmp_short, LOKID_VIEW_DELAY="0")
+    lokid.call("project.add", {"path": str(project)})
+    queue = project / ".loki" / "queue"
+    queue.mkdir(parents=True, exist_ok=True)
+    bad = ["in-progress.json", "completed.json"]
+    for name in bad:
+        if kind == "fifo":
+            os.mkfifo(queue / name)
+        elif kind == "dev-zero":
+            os.symlink("/dev/zero", queue / name)
+        else:
+            os.symlink(name, queue / name)
+    done = enqueue(lokid, project, 1)
+    call(lokid, "queue.claim", project, agent="a", capabilities=["general"])
+    call(lokid, "queue.complete", project, id=done, agent="a", result=REPORT)
+    waiting = enqueue(lokid, project, 2)
+    wait_until(lambda: view_ids(project, "pending.json") == [waiting], what="pending.json")
+    for name in bad:
+        os.unlink(queue / name)  # mended: an ordinary file again
+        (queue / name).write_text("[]")
+    call(lokid, "queue.claim", project, agent="a", capabilities=["general"])
+    wait_until(lambda: view_ids(project, "completed.json") == [done], what="completed.json")
+    wait_until(lambda: view_ids(project, "in-progress.json") == [waiting], what="in-progress")
+    for name in bad:  # bad again, and a stop while lokid still has them to write
+        os.unlink(queue / name)
+        os.mkfifo(queue / name)
+    call(lokid, "queue.fail", project, id=waiting, agent="a", error="x")
+    started = time.monotonic()
+    assert lokid.stop() == 0
+    assert time.monotonic() - started < 10, "the stop waited on a file"
+
+
 # -- 6. one corrupt database stops only its own project ---------------------------------
 
 

@@ -69,7 +69,8 @@ VIEW_FILES = {
 STATES = tuple(dict.fromkeys(VIEW_FILES.values()))
 BREAKERS = "breakers"
 DUTY = 4  # wait at least DUTY x the last write's cost before the next one
-RETRY_AFTER_ERROR = 1.0
+RETRY_AFTER_ERROR = 1.0  # the first retry of a write that failed; doubled up to RETRY_MAX
+RETRY_MAX = 30.0  # (a change to the queue or the file retries at once)
 ATTEMPTS = 5  # merges of one file, while writers keep changing it
 SETTLE = 0.1  # seconds a file that does not parse is given to finish being written
 SETTLE_TRIES = 5
@@ -169,6 +170,8 @@ class ViewWriter:
         self._orphans: dict[Path, list[_Current]] = {}
         self._recheck: set[str] = set()
         self._retired = False
+        self._retry = 0.0  # seconds before the next try of a write that failed
+        self._failing: dict[str, str] = {}  # file -> why it cannot be written (said once)
         self.writes = 0
 
     def mark(self, states: set[str] | frozenset[str] | list[str]) -> None:
@@ -202,9 +205,13 @@ class ViewWriter:
             self._cost = self._busy  # our own work; time spent waiting for locks is not cost
             if failed:
                 self._dirty |= failed
+                self._retry = min(2 * self._retry, RETRY_MAX) if self._retry else RETRY_AFTER_ERROR
+                with trio.move_on_after(self._retry):
+                    await self._wake.wait()  # the file mended, the queue moved: try now
                 self._wake.set()
-                await trio.sleep(RETRY_AFTER_ERROR)
-            elif self._recheck and not self._dirty:
+                continue
+            self._retry = 0.0
+            if self._recheck and not self._dirty:
                 # Look at the files we replaced once more, in a moment: an in-place writer
                 # that opened one before our write may write into it after.
                 await trio.sleep(ORPHAN_WATCH)
@@ -259,18 +266,31 @@ class ViewWriter:
                     log.info("%s; will retry", exc)
                     failed.add(state)
                 except (LokidError, OSError, BadFile) as exc:
-                    why = exc.message if isinstance(exc, LokidError) else exc
-                    log.warning("could not write %s in %s: %s; will retry", name, self.loki, why)
+                    self._complain(name, exc.message if isinstance(exc, LokidError) else str(exc))
                     failed.add(state)
+                else:
+                    self._mended(name)
         if breakers is not None:
             path = self.loki / "state" / "circuit-breakers.json"
             try:
                 self.own_writes[path] = signature(write_atomic(path, breakers))
             except OSError as exc:
-                log.warning("could not write %s: %s; will retry", path, exc)
+                self._complain(path.name, str(exc))
                 failed.add(BREAKERS)
+            else:
+                self._mended(path.name)
         self.writes += 1
         return failed
+
+    def _complain(self, name: str, why: str) -> None:
+        """A file lokid cannot write: said once per reason, then retried quietly."""
+        if self._failing.get(name) != why:
+            self._failing[name] = why
+            log.warning("could not write %s in %s: %s; will retry", name, self.loki, why)
+
+    def _mended(self, name: str) -> None:
+        if self._failing.pop(name, None) is not None:
+            log.info("%s in %s is written again", name, self.loki)
 
     def _write_file(self, name: str, state: str, importing: bool) -> None:
         path = self.queue_dir / name
