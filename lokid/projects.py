@@ -157,6 +157,12 @@ class Projects:
             self._changed(project)
         return project
 
+    def peek(self, path: str) -> Project:
+        """The project a read names: known from then on (`daemon.status` lists it), never
+        added to the watched set by that alone (a read changes nothing, the set included)."""
+        project = self._by_path.get(path)
+        return project if project is not None else self._entry(check_project_path(path))
+
     def add(self, path: str) -> Project:
         project = self._entry(check_project_path(path))
         if not project.exists():

@@ -342,3 +342,67 @@ def test_a_checkpoint_copied_over_state_cannot_corrupt_lokid(lokid, project, que
     assert call(lokid, "queue.stats", project)["states"]["pending"] >= 0
     settle(lokid, project, queue)
     assert not (state / "lokid.db").exists(), "lokid's database is not Loki Mode's to restore"
+
+
+# -- signals as Loki Mode means them --------------------------------------------------------
+
+
+def claim_answer(lokid: Lokid, project: Path) -> dict:
+    return call(lokid, "queue.claim", project, agent="a", capabilities=["eng"])
+
+
+def test_a_pause_outlives_perpetual_mode_removing_pause(lokid, project, queue):
+    call(lokid, "queue.enqueue", project, task={"id": "t", "type": "eng"})
+    paused = call(lokid, "signal.pause", project)
+    assert paused["paused"] and "perpetual mode" in paused["note"]
+    (project / ".loki" / "PAUSE").unlink()  # run.sh in perpetual mode, at its next check
+    assert claim_answer(lokid, project) == {"task": None, "paused": True}
+    resumed = call(lokid, "signal.resume", project)
+    assert resumed == {"paused": False, "stopped": False, "cleared": ["lokid/PAUSE"]}
+    assert claim_answer(lokid, project)["task"]["id"] == "t"
+
+
+def test_pause_at_checkpoint_pauses_claims_and_resume_clears_everything(lokid, project, queue):
+    loki = project / ".loki"
+    call(lokid, "queue.enqueue", project, task={"id": "t", "type": "eng"})
+    (loki / "PAUSE_AT_CHECKPOINT").touch()
+    assert claim_answer(lokid, project) == {"task": None, "paused": True}
+    (loki / "STOP").touch()
+    (loki / "PAUSE").touch()
+    resumed = call(lokid, "signal.resume", project)
+    assert sorted(resumed["cleared"]) == ["PAUSE", "PAUSE_AT_CHECKPOINT", "STOP"]
+    assert not any((loki / name).exists() for name in ("PAUSE", "PAUSE_AT_CHECKPOINT", "STOP"))
+    assert claim_answer(lokid, project)["task"]["id"] == "t"
+
+
+# -- reads change nothing ---------------------------------------------------------------------
+
+
+def tree(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"", p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def test_reading_state_changes_no_file(lokid, project, queue):
+    loki.populate_prd_queue(queue, 1)
+    loki.track_iteration_start(queue, 1)
+    before = tree(project)
+    p = {"project": str(project)}
+    lokid.call("project.status", p)
+    lokid.call("project.list")
+    lokid.call("daemon.info")
+    lokid.call("queue.stats", p)
+    lokid.call("queue.list", p | {"state": "pending"})
+    with pytest.raises(DaemonError):
+        lokid.call("queue.get", p | {"id": "prd-001"})
+    lokid.call("dlq.list", p)
+    lokid.call("breaker.list", p)
+    assert tree(project) == before, "a read wrote into the project"
+    assert lokid.call("project.list")["projects"] == [], "a read started watching it"
+    bare = project.parent / "bare"
+    bare.mkdir()
+    lokid.call("project.status", {"project": str(bare)})
+    lokid.call("queue.stats", {"project": str(bare)})
+    assert list(bare.iterdir()) == [], "a read made .loki/"

@@ -94,7 +94,8 @@ def cmd_signal(client: Client, args: argparse.Namespace) -> int:
     if args.command == "resume":
         return _resumed(args, result, loki, before)
     text = {"pause": "paused", "stop": "stopping"}[args.command]
-    return out(args, result, f"{text} ({loki}/{args.command.upper()} written)")
+    note = f"\n{result['note']}" if result.get("note") else ""  # Loki Mode's perpetual mode
+    return out(args, result, f"{text} ({loki}/{args.command.upper()} written){note}")
 
 
 def _resumed(args: argparse.Namespace, result: dict[str, Any], loki: str, before: set[str]) -> int:
@@ -108,7 +109,7 @@ def _resumed(args: argparse.Namespace, result: dict[str, Any], loki: str, before
             os.unlink(os.path.join(loki, "STOP"))
     gone = [n for n in SIGNAL_FILES if n in before and not os.path.exists(os.path.join(loki, n))]
     result = {"stopped": False, **result, "cleared": result.get("cleared") or gone}
-    names = ", ".join(f".loki/{name}" for name in gone)
+    names = ", ".join(f".loki/{name}" for name in result["cleared"])
     return out(
         args,
         result,

@@ -139,7 +139,9 @@ def subscribe(call: Call[DaemonApp], params: SubscribeParams) -> SubscribeResult
     if not params.topics or not all(params.topics):
         raise InvalidParams("subscribe: topics must be a non-empty list of non-empty globs")
     if params.project is not None:
-        check_project_path(params.project)  # a filter that could never match is refused
+        # Following a project's events live is following the project: lokid watches it
+        # (its folder must exist for that; a path that could never match is refused).
+        call.app.projects.use(check_project_path(params.project))
     sub = call.app.hub.subscribe(call.peer, params.topics, params.project)
     return SubscribeResult(sub=sub.id)
 

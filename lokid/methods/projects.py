@@ -115,7 +115,7 @@ async def list_projects(call: PCall, p: Empty) -> ProjectList:
 
 @router.method("project.status", ProjectParams)
 async def status(call: PCall, p: ProjectParams) -> ProjectStatus:
-    project = call.app.projects.use(p.project)
+    project = call.app.projects.peek(p.project)
     has_loki = is_dir(project.loki)
     run, run_error = await _run(call, project)
     queue = _queue_view(call, project, with_breakers=True)

@@ -67,7 +67,7 @@ def _queue(call: QCall, project: str) -> Queue:
 def _existing(call: QCall, project: str) -> Queue | None:
     """The project's queue if it has one: reads (and operations on tasks that would have to
     exist) never create a database, nor anything else in the project."""
-    return call.app.queues.existing(call.app.projects.use(project))
+    return call.app.queues.existing(call.app.projects.peek(project))
 
 
 def _with_task(call: QCall, project: str, task_id: str) -> Queue:

@@ -75,7 +75,7 @@ async def run_stop(call: RCall, params: RunStopParams) -> RunStopResult:
 @router.method("run.status", ProjectParams)
 async def run_status(call: RCall, params: ProjectParams) -> RunStatusResult:
     runs = runs_of(call).runs
-    return RunStatusResult(await runs.status(call.app.projects.use(params.project)))
+    return RunStatusResult(await runs.status(call.app.projects.peek(params.project)))
 
 
 @router.method("run.list", Empty)
@@ -88,7 +88,7 @@ async def run_logs(call: RCall, params: RunLogsParams) -> RunLogsResult:
     if params.tail is not None and params.tail < 0:
         raise InvalidParams("run.logs: tail must be zero or more lines")
     runs = runs_of(call).runs
-    project = call.app.projects.use(params.project)
+    project = call.app.projects.peek(params.project)
     deliver = None
     if params.follow:
         seq = 0
