@@ -187,7 +187,7 @@ def test_resume_clears_stop_and_pause_and_claims_say_why_they_got_nothing(lokid,
     )
     ok(run(lokid, proj, home, "pause"))
     resumed = ok(run(lokid, proj, home, "resume")).strip()
-    assert resumed == "resumed (removed .loki/PAUSE, .loki/STOP)"
+    assert resumed == "resumed (removed .loki/PAUSE, .loki/lokid/PAUSE, .loki/STOP)"
     assert not (proj / ".loki" / "STOP").exists() and not (proj / ".loki" / "PAUSE").exists()
     ok(run(lokid, proj, home, "pause"))
     assert "project paused: .loki/PAUSE" in ok(run(lokid, proj, home, *claim))

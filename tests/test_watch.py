@@ -281,7 +281,7 @@ def test_lokictl_project_commands_and_status(lokid, project):
     assert status["project"]["paused"] is True and status["project"]["path"] == str(project)
     text = ctl("status")
     assert f"project {project}  [paused]" in text and "breakers: all closed" in text
-    assert ctl("resume").strip() == "resumed (removed .loki/PAUSE)"
+    assert ctl("resume").strip() == "resumed (removed .loki/PAUSE, .loki/lokid/PAUSE)"
     assert not (project / ".loki" / "PAUSE").exists()
     assert str(project) in ctl("project", "list")
     assert ctl("project", "remove").strip() == f"removed {project}"

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from lokid.errors import ConfigError
+from lokid.files.reading import CONFIG_FILE_MAX, read_file
 
 CONFIG_PATH = Path("config") / "queue-store.yaml"
 SCHEMES = ("postgresql", "postgres")
@@ -59,16 +60,16 @@ def has_password(url: str) -> bool:
 
 
 def choose(loki: Path, path: str, default: str) -> StoreChoice:
-    """The store of the project whose `.loki` folder is `loki` (ConfigError: a bad file)."""
+    """The store of the project whose `.loki` folder is `loki` (ConfigError: a bad file;
+    FileProblem: one lokid may not read, or not a regular file)."""
     config = loki / CONFIG_PATH
     given = _File()
-    if config.is_file():
+    data = read_file(config, CONFIG_FILE_MAX)  # FileProblem: one lokid cannot read
+    if data is not None:
         try:
-            given = msgspec.yaml.decode(config.read_bytes(), type=_File)
+            given = msgspec.yaml.decode(data, type=_File)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise ConfigError(f"{config}: {exc}") from exc
-        except OSError as exc:
-            raise ConfigError(f"{config}: {exc.strerror or exc}") from exc
     if given.url is not None and has_password(given.url):
         raise ConfigError(
             f"{config}: `url` holds a password; keep it out of the project "
