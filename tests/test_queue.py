@@ -52,9 +52,11 @@ def open_store(request, tmp_path) -> OpenStore:
     """Opens the test's store (again, for a restart): SQLite, or a project in PostgreSQL."""
     if request.param == "sqlite":
         return lambda: SqliteStore(tmp_path / "lokid.db")
+    from lokid.store.postgres import PostgresStore
+
     db = request.getfixturevalue("pg_database")
     name = f"{request.node.name}-{next(_names)}"
-    return lambda: db.store(name)
+    return lambda: PostgresStore(db, name)
 
 
 class Tap:

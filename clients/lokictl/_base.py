@@ -47,12 +47,15 @@ def emit_json(args: argparse.Namespace, value: Any) -> None:
     fields = getattr(args, "json_fields", None)
     jq = getattr(args, "jq", None)
     if fields or jq:
-        from lokictl._select import pick, through_jq
+        from lokictl import _select
 
-        value = pick(value, fields) if fields else value
-        if jq:
-            through_jq(jq, value)
-            return
+        try:
+            value = _select.pick(value, fields) if fields else value
+            if jq:
+                _select.through_jq(jq, value)
+                return
+        except _select.Failure as exc:
+            raise Failure(str(exc)) from None
     print(json_text(value), flush=True)
 
 
@@ -169,3 +172,16 @@ def init_project(path: str) -> bool:
     except OSError as exc:
         raise Failure(f"cannot create {path}/.loki: {exc.strerror}", 1, "io") from None
     return True
+
+
+def request_timeout() -> float:
+    """Seconds a request may wait for its reply (`LOKICTL_TIMEOUT`, default 30); live
+    streams and long requests (a pull, a stop) are not bound by it."""
+    text = os.environ.get("LOKICTL_TIMEOUT") or "30"
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise Failure(f"LOKICTL_TIMEOUT={text!r} is not a positive number of seconds")
+    return value

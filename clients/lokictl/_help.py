@@ -8,10 +8,14 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
+from collections.abc import Callable
+
+Tree = Callable[[], argparse.ArgumentParser]
 
 
-def friendlier(message: str) -> str:
-    """argparse's message, with "did you mean" for a mistyped command or choice."""
+def friendlier(message: str, tree: Tree) -> str:
+    """argparse's message, with "did you mean" for a mistyped command, choice or option
+    (`tree` builds every command's parser, for the options)."""
     found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
     if found:
         word, choices = found[1], re.findall(r"'([^']*)'", found[2])
@@ -28,17 +32,15 @@ def friendlier(message: str) -> str:
         return head + hint
     found = re.search(r"unrecognized arguments: (\S+)", message)
     if found and found[1].startswith("--"):
-        close = difflib.get_close_matches(found[1], all_options(), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(found[1], all_options(tree), n=1, cutoff=0.6)
         if close:
             return f"unknown option {found[1]}; did you mean {close[0]}?"
     return message
 
 
-def all_options() -> list[str]:
-    from lokictl.cli import full_parser
-
+def all_options(tree: Tree) -> list[str]:
     options: set[str] = set()
-    stack: list[argparse.ArgumentParser] = [full_parser()]
+    stack: list[argparse.ArgumentParser] = [tree()]
     while stack:
         parser = stack.pop()
         for action in parser._actions:

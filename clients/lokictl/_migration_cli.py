@@ -20,7 +20,7 @@ DESTROYS = (
 
 
 def add_migration_commands(sub: Any) -> None:
-    from lokictl.cli import command
+    from lokictl._command import command
 
     migration = command(
         sub,

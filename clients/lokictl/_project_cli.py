@@ -13,7 +13,7 @@ from lokictl._look import Clock, Style, clock_for, style_for
 
 
 def add_project_commands(sub: Any) -> None:
-    from lokictl.cli import command
+    from lokictl._command import command
 
     init = command(
         sub,

@@ -82,7 +82,7 @@ def positive_int(text: str) -> int:
 
 
 def add_queue_commands(sub: Any) -> None:
-    from lokictl.cli import command
+    from lokictl._command import command
 
     def cmd(parent: Any, name: str, text: str, examples: str = "") -> argparse.ArgumentParser:
         return command(parent, name, text, examples, where="required")

@@ -17,7 +17,7 @@ from lokid.secret_env import secrets_in
 
 
 def add_run_commands(sub: Any) -> None:
-    from lokictl.cli import command
+    from lokictl._command import command
 
     run = command(sub, "run", "Loki Mode runs in containers, one per project")
     r = run.add_subparsers(dest="action", required=True, metavar="ACTION")

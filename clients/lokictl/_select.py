@@ -5,7 +5,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from lokictl._base import Failure, json_text
+import msgspec
+
+
+class Failure(ValueError):
+    """A selection that cannot be made (lokictl._base turns it into its usage error)."""
+
 
 LIST_KEYS = ("tasks", "projects", "runs", "results", "cancelled")
 
@@ -51,6 +56,8 @@ def through_jq(expr: str, value: Any) -> None:
     if jq is None:
         raise Failure("--jq needs the jq program on PATH (or use --json=FIELDS)")
     sys.stdout.flush()
-    done = subprocess.run([jq, "-r", expr], input=json_text(value), text=True, check=False)
+    done = subprocess.run(
+        [jq, "-r", expr], input=msgspec.json.encode(value).decode(), text=True, check=False
+    )
     if done.returncode != 0:
         raise Failure(f"jq rejected the expression {expr!r}")

@@ -46,7 +46,7 @@ def follow_events(client: Client, args: argparse.Namespace) -> int:
 
 def reconnect(args: argparse.Namespace) -> Client:
     """Wait, without starting lokid, until it answers on the socket again."""
-    from lokictl.cli import request_timeout
+    from lokictl._base import request_timeout
 
     delay = 0.05
     while True:

@@ -26,7 +26,7 @@ RUN_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "LOKI_DOCKER_IMAGE")
 
 
 def add_tool_commands(sub: Any) -> None:
-    from lokictl.cli import command
+    from lokictl._command import command
 
     top = command(
         sub,
@@ -201,7 +201,7 @@ def _environment_lines(info: dict[str, Any], d: dict[str, Any], style: Any) -> l
 def cmd_completion(_: Any, args: argparse.Namespace) -> int:
     import shtab
 
-    from lokictl.cli import full_parser
+    from lokictl._command import full_parser
 
     preamble = BASH_PREAMBLE if args.shell == "bash" else ""
     print(shtab.complete(full_parser(), args.shell, preamble=preamble), end="")
@@ -216,7 +216,7 @@ def cmd_man(_: Any, args: argparse.Namespace) -> int:
 def man_page() -> str:
     from argparse_manpage.manpage import Manpage
 
-    from lokictl.cli import full_parser
+    from lokictl._command import full_parser
     from lokid import __version__
 
     parser = full_parser()

@@ -38,8 +38,8 @@ _GONE = ("conflict", "not_found")  # the task is no longer ours: cancelled, or l
 
 
 def add_work_command(sub: Any) -> None:
+    from lokictl._command import command
     from lokictl._queue_cli import seconds, words
-    from lokictl.cli import command
 
     work = command(
         sub,

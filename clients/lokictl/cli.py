@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from lokictl import _command
 from lokictl._base import (
     EXIT_CODES,
     EXIT_ERROR,
@@ -23,9 +24,11 @@ from lokictl._base import (
     out,
     project_of,
     report_error,
+    request_timeout,
     wants_json,
 )
 from lokictl._client import Client, DaemonError, NotRunning, ProtocolError
+from lokictl._command import Formatter, Parser, add_common, command
 
 Command = Callable[[Client, argparse.Namespace], int]
 
@@ -51,36 +54,6 @@ environment:
   NO_COLOR           any value: no colour"""
 
 
-# Folders complete --project (shtab's `.complete` format).
-DIRECTORY = {
-    "bash": "_shtab_compgen_dirs",
-    "zsh": "_files -/",
-    "fish": "(__fish_complete_directories)",
-}
-
-
-EXIT_LINE = "exit codes: 0 done, 1 lokid error, 2 bad usage, 3 lokid not running, 4 connection lost"
-
-
-class Formatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions and epilogs as written; option help wrapped without splitting
-    hyphenated words (`in-progress`, `dead-letter`)."""
-
-    def _split_lines(self, text: str, width: int) -> list[str]:
-        import textwrap
-
-        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with mistakes reported as one line that says what to type instead."""
-
-    def error(self, message: str) -> Any:  # type: ignore[override]
-        from lokictl._help import friendlier
-
-        raise Failure(f"{friendlier(message)} (see `{self.prog} --help`)")
-
-
 # Global options, accepted anywhere on the line (before or after the command). They are
 # taken out of argv before argparse sees it: a parse then builds only the few options of
 # the command itself, which keeps `lokictl status` as fast as it was. They are added to
@@ -88,35 +61,6 @@ class Parser(argparse.ArgumentParser):
 FLAGS = {"--json": "json", "--no-color": "no_color", "--no-spawn": "no_spawn", "--version": "v"}
 VALUES = {"--socket": "socket", "--jq": "jq"}
 GLOBALS = {"json": False, "json_fields": None, "jq": None, "no_color": False, "socket": None}
-
-
-def _add_common(parser: argparse.ArgumentParser, top: bool) -> None:
-    """Show the global options: all at the top, the output ones on each command."""
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help="print JSON for machines (errors too, on stderr); --json=FIELDS picks fields, "
-        "e.g. --json=id,type,state",
-    )
-    parser.add_argument("--jq", metavar="EXPR", help="filter the JSON through jq EXPR")
-    if not top:
-        return
-    parser.add_argument(
-        "--no-color",
-        action="store_true",
-        help="no colour (also when NO_COLOR is set or output is not a terminal)",
-    )
-    parser.add_argument(
-        "--socket",
-        metavar="PATH",
-        help="lokid's socket (default: $LOKID_SOCKET, else $XDG_RUNTIME_DIR/lokid/lokid.sock)",
-    )
-    parser.add_argument(
-        "--no-spawn",
-        action="store_true",
-        help="do not start lokid when it is not running (env LOKICTL_NO_SPAWN=1)",
-    )
-    parser.add_argument("--version", action="store_true", help="print lokictl's version and exit")
 
 
 def split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -144,54 +88,22 @@ def split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     return found, rest
 
 
-SHOWING = False  # building parsers to be shown (help, man, completion), not only to parse
-
-
-def command(
-    sub: Any, name: str, text: str, examples: str = "", where: str | None = None
-) -> argparse.ArgumentParser:
-    """A subcommand: its help as its description, examples and exit codes after it.
-
-    `where`: "required" (a project is needed: --project or discovery), "optional"
-    (used when found), None (no project)."""
-    epilog = (f"examples:\n{examples}\n\n" if examples else "") + EXIT_LINE
-    parser = sub.add_parser(
-        name,
-        help=text,
-        description=text,
-        epilog=epilog,
-        formatter_class=Formatter,
-        add_help=SHOWING,  # -h is in argv whenever help is wanted (see _parser)
-    )
-    if SHOWING:
-        _add_common(parser, False)
-    if where:
-        parser.add_argument(
-            "--project",
-            metavar="PATH",
-            help="the project folder (default: the nearest folder with .loki/ at or above $PWD)",
-        ).complete = DIRECTORY  # type: ignore[attr-defined]
-    parser.set_defaults(where=where)
-    return parser
-
-
 def _parser(argv: list[str] | None = None, showing: bool = False) -> argparse.ArgumentParser:
     """The parser for `argv` (global options already taken out): only the named command's
     branch is built (every parser costs `lokictl status` start-up time); the whole tree
     for help or a typo. `showing` adds the global options, for help and the man page."""
-    global SHOWING
     argv = sys.argv[1:] if argv is None else argv
-    SHOWING = showing or "-h" in argv or "--help" in argv
+    shown = _command.SHOWING = showing or "-h" in argv or "--help" in argv
     parser = Parser(
         prog="lokictl",
         description="lokictl: the command line for lokid, the daemon that owns a Loki Mode "
         "project's .loki/ state.",
         epilog=EXAMPLES + "\n\n" + EXIT_CODES,
         formatter_class=Formatter,
-        add_help=SHOWING,
+        add_help=shown,
     )
-    if SHOWING:
-        _add_common(parser, True)
+    if shown:
+        add_common(parser, True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = next((w for w in argv if not w.startswith("-")), None)
     builders = [BRANCHES[wanted]] if wanted in BRANCHES else list(dict.fromkeys(BRANCHES.values()))
@@ -376,13 +288,17 @@ def full_parser() -> argparse.ArgumentParser:
     return _parser(["--all-commands"], showing=True)
 
 
+_command.TREE = full_parser  # for the modules that show the whole tree (completion, help)
+
+
 # -- main -------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
-        found, words = split_globals(_preprocess(list(sys.argv[1:] if argv is None else argv)))
+        found, words = split_globals(list(sys.argv[1:] if argv is None else argv))
+        words = _preprocess(words)
         version = found.pop("v")
         args = argparse.Namespace(**found)  # errors from here on know about --json
         if version and "-h" not in words and "--help" not in words:
@@ -417,19 +333,6 @@ def _run(args: argparse.Namespace) -> int:
 
         return TOOL_COMMANDS[args.command](None, args)
     return connect_and_run(args, COMMANDS[args.command])
-
-
-def request_timeout() -> float:
-    """Seconds a request may wait for its reply (`LOKICTL_TIMEOUT`, default 30); live
-    streams and long requests (a pull, a stop) are not bound by it."""
-    text = os.environ.get("LOKICTL_TIMEOUT") or "30"
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise Failure(f"LOKICTL_TIMEOUT={text!r} is not a positive number of seconds")
-    return value
 
 
 def connect_and_run(args: argparse.Namespace, run: Command) -> int:

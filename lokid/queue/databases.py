@@ -33,7 +33,9 @@ class Databases:
 
     def store(self, url: str, name: str) -> Any:
         """Project `name`'s store in the database at `url` (StoreUnavailable: not now)."""
-        return self._database(url).store(name)
+        from lokid.store.postgres import PostgresStore
+
+        return PostgresStore(self._database(url), name)
 
     def _database(self, url: str) -> Any:
         opened = self._open.get(url)

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import psycopg
 import psycopg.errors
@@ -23,9 +22,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from lokid.errors import StoreUnavailable
 from lokid.store.pg_schema import migrate
-
-if TYPE_CHECKING:
-    from lokid.store.postgres import PostgresStore
 
 log = logging.getLogger("lokid.postgres")
 # The pool logs every failed reconnect attempt while the server is away, in its own format;
@@ -119,11 +115,6 @@ class Database:
         except RETRYABLE as exc:
             raise self.unavailable(exc, "cannot connect") from exc
         self.pool.open(wait=False)
-
-    def store(self, name: str) -> PostgresStore:
-        from lokid.store.postgres import PostgresStore
-
-        return PostgresStore(self, name)
 
     def _configure(self, conn: psycopg.Connection) -> None:
         conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
