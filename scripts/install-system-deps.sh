@@ -17,6 +17,8 @@ have docker-registry || need+=(docker-registry)
 have nvim || need+=(neovim)
 have node || need+=(nodejs)
 have npm || need+=(npm)
+# The peer benchmark (bench/bench_peers.py): BullMQ's Redis, run privately by the bench.
+have redis-server || need+=(redis-server)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if have apt-get && [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${need[*]}"
