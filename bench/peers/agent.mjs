@@ -48,6 +48,6 @@ for await (const line of lines) {
 async function finish() {
   const result = JSON.stringify({ cycles: lat.length, lat, drained });
   await Promise.all(workers.map((w) => w.close(true)));
-  process.stdout.write(result + "\n");
-  process.exit(0);
+  // exit only once the pipe took it all (stdout to a pipe is asynchronous)
+  process.stdout.write(result + "\n", () => process.exit(0));
 }
