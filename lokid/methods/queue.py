@@ -61,7 +61,7 @@ def _queue(call: QCall, project: str) -> Queue:
     return call.app.queues.open(call.app.projects.use(project))
 
 
-@router.method("queue.enqueue", EnqueueParams)
+@router.method("queue.enqueue", EnqueueParams, batch=True)
 def enqueue(call: QCall, p: EnqueueParams) -> Enqueued:
     return _queue(call, p.project).enqueue(p.task)
 
@@ -99,32 +99,32 @@ def _outcome(
     return state
 
 
-@router.method("queue.claim", ClaimParams)
+@router.method("queue.claim", ClaimParams, batch=True)
 def claim(call: QCall, p: ClaimParams) -> ClaimResult:
     project = call.app.projects.use(p.project)
     queue = call.app.queues.open(project)
     return _halted(project) or queue.claim(p.agent, p.capabilities, p.lease)
 
 
-@router.method("queue.heartbeat", HeartbeatParams)
+@router.method("queue.heartbeat", HeartbeatParams, batch=True)
 def heartbeat(call: QCall, p: HeartbeatParams) -> HeartbeatResult:
     until = _queue(call, p.project).heartbeat(p.id, p.agent, p.lease)
     return HeartbeatResult(iso(until))
 
 
-@router.method("queue.complete", CompleteParams)
+@router.method("queue.complete", CompleteParams, batch=True)
 def complete(call: QCall, p: CompleteParams) -> TaskState:
     return _outcome(call, p, lambda queue, then: queue.complete(p.id, p.agent, p.result, then))
 
 
-@router.method("queue.fail", FailParams)
+@router.method("queue.fail", FailParams, batch=True)
 def fail(call: QCall, p: FailParams) -> TaskState:
     return _outcome(
         call, p, lambda queue, then: queue.fail(p.id, p.agent, p.error, p.retry_after, then)
     )
 
 
-@router.method("queue.cancel", CancelParams)
+@router.method("queue.cancel", CancelParams, batch=True)
 def cancel(call: QCall, p: CancelParams) -> Cancelled:
     return Cancelled(_queue(call, p.project).cancel(p.id, p.reason))
 

@@ -53,6 +53,16 @@ class QueueStore(Protocol):
     """
 
     def transaction(self) -> AbstractContextManager[None]: ...
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested transaction inside the open one (group commit: one per operation).
+
+        On leaving it normally its changes stay in the open transaction, still to be
+        committed with it; on an exception only what was done inside it is undone (SQL's
+        SAVEPOINT, ROLLBACK TO, RELEASE) and the exception propagates, while the open
+        transaction and everything done before the savepoint stay as they were. Only
+        valid inside `transaction()`.
+        """
+
     def close(self) -> None: ...
     def view_reader(self) -> ViewReader:
         """A reader for the view writer's thread, apart from the writer's connection."""

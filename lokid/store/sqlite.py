@@ -185,6 +185,33 @@ class SqliteStore:
         finally:
             self._depth = 0
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """SAVEPOINT ... RELEASE inside the open transaction; on an exception ROLLBACK TO it
+        (undoing only its own statements), then re-raise."""
+        db = self._db
+        try:
+            db.execute("SAVEPOINT op")
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            try:
+                db.execute("ROLLBACK TO op")
+                db.execute("RELEASE op")
+            except sqlite3.OperationalError as exc:
+                raise self._unavailable(exc) from exc
+            raise
+        else:
+            try:
+                db.execute("RELEASE op")
+            except sqlite3.OperationalError as exc:
+                raise self._unavailable(exc) from exc
+        finally:
+            self._depth -= 1
+
     def _unavailable(self, exc: sqlite3.OperationalError) -> StoreUnavailable:
         """A full disk, an I/O error or a read-only file: the client is told, nothing is
         half-done (the transaction was rolled back), and lokid carries on."""
