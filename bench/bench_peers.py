@@ -44,6 +44,7 @@ PENDING = 10_000
 # the queue never falls under 10,000 pending while it is measured.
 HEADROOM_PER_SECOND = 14_000
 TICK = os.sysconf("SC_CLK_TCK")
+EXTRA_ENV: dict[str, str] = {}
 
 
 @dataclass
@@ -209,7 +210,7 @@ class LokidPeer:
     def __init__(self, name: str, durability: str, work: Path) -> None:
         self.name = name
         self.work = work
-        self.lokid = LokidProcess(env={"LOKID_DURABILITY": durability})
+        self.lokid = LokidProcess(env={"LOKID_DURABILITY": durability, **EXTRA_ENV})
         self.rounds = 0
 
     def __enter__(self) -> LokidPeer:

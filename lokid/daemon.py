@@ -127,6 +127,14 @@ class Daemon:
                 except Exception:
                     log.exception("closing %r failed", area)
             listener.close()
+            if self.batcher is not None and self.batcher.batches:
+                b = self.batcher
+                log.info(
+                    "group commit: %d operations in %d batches (%.1f a batch)",
+                    b.operations,
+                    b.batches,
+                    b.operations / b.batches,
+                )
             log.info("stopped")
 
     async def _run_area(self, area: Area) -> None:

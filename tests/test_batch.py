@@ -152,10 +152,16 @@ def test_the_batcher_runs_inline_only_when_nobody_else_is_runnable() -> None:
         method = Method("m", dict, lambda call, params: params, False, None, True)  # type: ignore[arg-type]
         for i in range(3):
             batcher.add(Ready(Conn(), method, Call(None, None, i), i * 10))  # type: ignore[arg-type]
-        batcher.ready()  # others are runnable: left for the batcher's task
+        conn = object()
+        batcher.read_by(conn, 0)
+        batcher.ready(conn, 10**9)  # others are runnable: left for the batcher's task
         assert replies == [] and batcher.pending == 3
         busy[0] = False
-        batcher.ready()  # the last reader: runs it inline
+        batcher.read_by(object(), 10**9)
+        batcher.ready(conn, 10**9)  # another client sent lately: left for the task too
+        assert replies == [] and batcher.pending == 3
+        batcher.read_by(conn, 10**9)
+        batcher.ready(conn, 2 * 10**9)  # alone for a while, nobody runnable: run inline
         assert replies == [(0, 0), (1, 10), (2, 20)] and batcher.batches == 1
 
     trio.run(main)

@@ -13,6 +13,7 @@ from lokid.files.decisions import append_dlq_decision
 from lokid.projects import Project, Projects
 from lokid.queue.area import QueueArea
 from lokid.queue.core import Claim, Queue
+from lokid.queue.unit import batch_memo
 from lokid.server.dispatch import Call, Router
 from lokid.wire.breakers import (
     BreakerList,
@@ -74,13 +75,21 @@ def enqueue_many(call: QCall, p: EnqueueManyParams) -> EnqueueManyResult:
 def _halted(project: Project) -> ClaimResult | None:
     """A claim's answer while the project is stopped or paused.
 
-    Read from disk, not from the watcher's last news: never a claim after STOP/PAUSE.
+    Read from disk, not from the watcher's last news: never a claim after STOP/PAUSE. The
+    claims of one batch share one look (they happen at one moment, before one commit).
     """
+    memo = batch_memo()
+    key = ("halted", project.path)
+    if memo is not None and key in memo:
+        return memo[key]
+    halted = None
     if signals.is_stopping(project.loki):
-        return ClaimResult(task=None, stopped=True)
-    if signals.is_paused(project.loki):
-        return ClaimResult(task=None, paused=True)
-    return None
+        halted = ClaimResult(task=None, stopped=True)
+    elif signals.is_paused(project.loki):
+        halted = ClaimResult(task=None, paused=True)
+    if memo is not None:
+        memo[key] = halted
+    return halted
 
 
 def _outcome(

@@ -74,6 +74,7 @@ class GroupCommit:
         self._op = 0
         self._savepoints: list[tuple[UnitOfWork, Any, Mark]] = []  # the current operation's
         self.failed: dict[int, BaseException] = {}
+        self.memo: dict[Any, Any] = {}  # see batch_memo
 
     def __enter__(self) -> GroupCommit:
         global _group
@@ -148,6 +149,12 @@ class GroupCommit:
             else:
                 unit._rollback()
         self._units.clear()
+
+
+def batch_memo() -> dict[Any, Any] | None:
+    """A dict for the running group commit's life, None outside one: what its operations
+    may read once for all of them (they all happen at one moment, before one commit)."""
+    return None if _group is None else _group.memo
 
 
 class UnitOfWork:

@@ -34,6 +34,9 @@ MAX_BATCH = 256
 # How many times the batcher's task lets other runnable tasks go first, so that readers
 # woken by the same readiness add their requests to this batch rather than the next.
 GATHER_YIELDS = 2
+# A connection busy-polls only once it has been the only one sending for this long: with
+# several agents the next request is someone else's, and the poll would delay it.
+SOLO_NS = 2_000_000
 
 
 class Group(Protocol):
@@ -107,8 +110,20 @@ class Batcher:
         self._ready: list[Ready] = []
         self._lot = trio.lowlevel.ParkingLot()
         self._woken = False
+        self._last_reader: object = None
+        self._alone_since = 0
         self.batches = 0
         self.operations = 0
+
+    def read_by(self, conn: object, now_ns: int) -> None:
+        """`conn` read requests at `now_ns` (perf_counter_ns)."""
+        if conn is not self._last_reader:
+            self._last_reader = conn
+            self._alone_since = now_ns
+
+    def alone(self, conn: object, now_ns: int) -> bool:
+        """True while `conn` has been the only connection sending for SOLO_NS."""
+        return conn is self._last_reader and now_ns - self._alone_since >= SOLO_NS
 
     @property
     def pending(self) -> int:
@@ -119,12 +134,13 @@ class Batcher:
         if len(self._ready) >= self._max:
             self.flush()
 
-    def ready(self) -> None:
-        """A reader handed over everything it read: run the batch now if nobody else is
-        about to add to it, else leave it to the batcher's task."""
+    def ready(self, conn: object, now_ns: int) -> None:
+        """`conn`'s reader handed over everything it read. A lone client's batch runs now
+        (no task switch, no wait); otherwise the batcher's task runs it once every reader
+        woken with this one has added its requests."""
         if not self._ready:
             return
-        if not self._others_runnable():
+        if self.alone(conn, now_ns) and not self._others_runnable():
             self.flush()
         elif not self._woken:
             self._woken = True
@@ -134,10 +150,12 @@ class Batcher:
         """The batcher's task, for the daemon's life."""
         while True:
             await self._lot.park()
+            # Readers woken by the same poll run in trio's current batch of tasks, which
+            # no statistic counts: let that batch finish (and whatever it wakes) first.
             for _ in range(GATHER_YIELDS):
-                if not self._ready or not self._others_runnable():
-                    break
                 await trio.lowlevel.checkpoint()
+                if not self._others_runnable():
+                    break
             self._woken = False
             self.flush()
 

@@ -189,10 +189,13 @@ class Connection:
                         self._frames.pending,
                     )
                 return True
+            batcher = self._batcher
+            if batcher is not None:
+                batcher.read_by(self, clock())
             for frame in self._frames.feed(data):
                 await self._on_frame(frame, nursery)
-            if self._batcher is not None:
-                self._batcher.ready()
+            if batcher is not None:
+                batcher.ready(self, clock())
             if self.outbox.backlog > self._limit:
                 await self.outbox.wait_room()  # replies of a batch: read more once they left
             if (too_large := self._frames.error) is not None:
@@ -211,12 +214,14 @@ class Connection:
         """
         if not self._spin_ns or self.outbox.backlog:
             return None
-        if self._batcher is not None and self._batcher.pending:
+        clock = time.perf_counter_ns
+        start = clock()
+        batcher = self._batcher
+        if batcher is not None and (batcher.pending or not batcher.alone(self, start)):
             return None
         if trio.lowlevel.current_statistics().tasks_runnable or not self._spin.should_spin():
             return None
-        clock = time.perf_counter_ns
-        deadline = clock() + self._spin_ns
+        deadline = start + self._spin_ns
         sock = self._sock
         while clock() < deadline:
             try:
