@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 import trio
+from test_queue import REPORT, Harness
 
 from lokid.errors import NotFound
 from lokid.queue.breaker_config import BreakerConfigs, BreakerSettings, BreakersFile
 from lokid.queue.unit import GroupCommit
 from lokid.server.batch import Batcher, Ready, SpinPolicy, run_batch
 from lokid.server.dispatch import Call, Method
-from test_queue import REPORT, Harness
 
 
 def op(fn: Callable[[], Any], name: str = "queue.op") -> Ready:
@@ -29,7 +29,8 @@ def op(fn: Callable[[], Any], name: str = "queue.op") -> Ready:
 
 
 def enqueue(h: Harness, task_id: str, task_type: str = "eng") -> Ready:
-    return op(lambda: h.queue.enqueue({"id": task_id, "type": task_type, "payload": {"i": task_id}}))
+    task = {"id": task_id, "type": task_type, "payload": {"i": task_id}}
+    return op(lambda: h.queue.enqueue(task))
 
 
 def test_one_failing_operation_leaves_its_neighbours_committed(tmp_path: Path) -> None:

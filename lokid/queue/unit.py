@@ -17,6 +17,7 @@ fails every operation that wrote in that project, and only those.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Protocol
@@ -130,10 +131,8 @@ class GroupCommit:
         global _group
         _group = None
         if self._savepoints:  # the block failed mid-operation
-            try:
+            with contextlib.suppress(Exception):
                 self.end_op(ok=False)
-            except Exception:
-                pass
         for key, (unit, cm) in self._units.items():
             unit.depth = 0
             unit.grouped = False

@@ -14,6 +14,7 @@ are disconnected, with the reason in the log, until the total is back under the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -223,10 +224,8 @@ class Outbox:
         self.reason = reason
         log.warning("disconnecting client %s: %s", self.name, reason)
         self._break()
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def close(self) -> None:
         """The connection is gone: forget it in the pool."""
