@@ -133,6 +133,8 @@ def build_daemon(
         limits=limits,
         shutdown_grace=settings.shutdown_grace,
     )
+    if daemon.batcher is not None:
+        app.queues.on_free.append(daemon.batcher.requeue)
     if notifier is not None and notifier.enabled:
         daemon.add_reload_hooks(notifier.reloading, lambda: notifier.ready(app.summary()))
     if idle_after is not None:

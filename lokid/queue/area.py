@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from lokid.errors import ConfigError, NotFound, StoreUnavailable, unavailable_file
+from lokid.errors import ConfigError, NotFound, QueueBusy, StoreUnavailable, unavailable_file
 from lokid.files.views import BREAKERS, VIEW_FILES, ViewWriter
 from lokid.lifecycle import Spawner
 from lokid.projects import Project
@@ -26,6 +27,9 @@ from lokid.wire import events as ev
 log = logging.getLogger("lokid.queues")
 
 SWEEP_MAX_SLEEP = 1.0  # the sweeper looks at least this often, whatever it was told
+# Commits of one project between two checkpoints of its store (off the event loop): at ~3
+# pages a commit, about 3 MiB of WAL.
+CHECKPOINT_EVERY = 256
 
 Emit = Callable[[str | None, Any], None]
 
@@ -40,8 +44,24 @@ class QueueArea:
         self._views: dict[str, ViewWriter] = {}
         self._poke = trio.Event()
         self._next_look = 0.0
+        self._bulk_locks: dict[str, trio.Lock] = {}
+        self._due: set[str] = set()  # projects whose store is due a checkpoint
+        self._checkpoint_wake = trio.Event()
+        # Called when a bulk enqueue lets go of a queue (the batcher runs what waited).
+        self.on_free: list[Callable[[], None]] = []
 
     def open(self, project: Project) -> Queue:
+        """The project's queue, opened on first use; QueueBusy while a bulk enqueue holds it
+        (the batcher defers its requests until `on_free` says so)."""
+        queue = self._open(project)
+        if queue.bulk:
+            raise QueueBusy(
+                f"the queue of {project.path} is taking a bulk enqueue; try again shortly",
+                queue=queue,
+            )
+        return queue
+
+    def _open(self, project: Project) -> Queue:
         queue = self._queues.get(project.path)
         if queue is not None:
             return queue
@@ -72,14 +92,17 @@ class QueueArea:
             quarantined=lambda path, copy, why: self._quarantined(project, path, copy, why),
             breakers_json=lambda: breakers_file(queue.breakers.snapshot()),
         )
-        queue = Queue(
-            project.path,
-            store,
-            config,
-            publish,
-            lambda states: views.mark(set(states)),
-            lease_set=self.lease_set,
-        )
+        commits = [0]
+
+        def changed(states: Any) -> None:
+            views.mark(set(states))
+            commits[0] += 1
+            if commits[0] >= CHECKPOINT_EVERY:
+                commits[0] = 0
+                self._due.add(project.path)
+                self._checkpoint_wake.set()
+
+        queue = Queue(project.path, store, config, publish, changed, lease_set=self.lease_set)
         self._queues[project.path] = queue
         self._projects[project.path] = project
         self._views[project.path] = views
@@ -88,6 +111,22 @@ class QueueArea:
         self._poke.set()
         log.info("opened the queue of %s", project.path)
         return queue
+
+    @asynccontextmanager
+    async def bulk(self, project: Project) -> AsyncIterator[Queue]:
+        """Hold the project's queue alone across awaits (a bulk enqueue's transaction):
+        others wait for the gate, and requests meanwhile get QueueBusy (batched ones wait
+        in the batcher until it is free)."""
+        lock = self._bulk_locks.setdefault(project.path, trio.Lock())
+        async with lock:
+            queue = self._open(project)
+            queue.bulk = True
+            try:
+                yield queue
+            finally:
+                queue.bulk = False
+                for callback in self.on_free:
+                    callback()
 
     def views(self, project: Project) -> ViewWriter:
         self.open(project)
@@ -131,6 +170,26 @@ class QueueArea:
             self.reload_project(project)
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._checkpoints)
+            await self._sweeper()
+
+    async def _checkpoints(self) -> None:
+        """Each store's checkpoint in a worker thread once it is due: never on the loop."""
+        while True:
+            await self._checkpoint_wake.wait()
+            self._checkpoint_wake = trio.Event()
+            due, self._due = self._due, set()
+            for path in due:
+                queue = self._queues.get(path)
+                if queue is None:
+                    continue
+                try:
+                    await trio.to_thread.run_sync(queue.store.checkpoint)
+                except Exception as exc:  # the backstop checkpoint still runs at commit
+                    log.warning("checkpoint of %s failed: %s", path, exc)
+
+    async def _sweeper(self) -> None:
         """The sweeper: expire leases and turn breakers half-open when due; reads only until
         then."""
         while True:
@@ -146,6 +205,9 @@ class QueueArea:
             self._poke = trio.Event()
 
     def _sweep(self, queue: Queue, now: float) -> None:
+        if queue.bulk:  # its transaction is a bulk enqueue's until it commits
+            self._next_look = min(self._next_look, now + 0.05)
+            return
         lease = queue.next_lease_deadline()
         if lease is not None and lease <= now:
             queue.expire_leases()

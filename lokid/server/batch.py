@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import trio
 
+from lokid.errors import QueueBusy
 from lokid.server.dispatch import Call, Method, error_of
 from lokid.wire.messages import Error
 
@@ -67,13 +68,16 @@ class Ready:
 
 
 Outcome = tuple[Error | None, Any]
+# The outcome of a request whose project is held by a bulk enqueue: it runs again later.
+DEFERRED: Outcome = (None, object())
 
 
 def run_batch(items: list[Ready], group: Group) -> list[Outcome]:
     """Run `items` in order inside one group commit; each its reply's (error, result).
 
     An operation that raises is answered with its error and undone alone (its savepoint);
-    one whose project's commit failed is answered with that failure.
+    one whose project's commit failed is answered with that failure; one whose project a
+    bulk enqueue holds (QueueBusy, raised before it touched anything) is DEFERRED.
     """
     out: list[Outcome] = []
     with group:
@@ -81,6 +85,8 @@ def run_batch(items: list[Ready], group: Group) -> list[Outcome]:
             group.begin_op(op)
             try:
                 outcome: Outcome = (None, item.method.handler(item.call, item.params))
+            except QueueBusy:
+                outcome = DEFERRED
             except Exception as exc:
                 outcome = (error_of(exc, item.method.name), None)
             try:
@@ -108,6 +114,7 @@ class Batcher:
         self._others_runnable = others_runnable
         self._max = max_batch
         self._ready: list[Ready] = []
+        self._waiting: list[Ready] = []  # deferred behind a bulk enqueue
         self._lot = trio.lowlevel.ParkingLot()
         self._woken = False
         self._last_reader: object = None
@@ -167,8 +174,20 @@ class Batcher:
         self.batches += 1
         self.operations += len(items)
         outcomes = run_batch(items, self._group())
-        for item, (error, result) in zip(items, outcomes, strict=True):
-            item.conn.reply_now(item.call.msgid, error, result)
+        for item, outcome in zip(items, outcomes, strict=True):
+            if outcome is DEFERRED:
+                self._waiting.append(item)
+            else:
+                item.conn.reply_now(item.call.msgid, *outcome)
+
+    def requeue(self) -> None:
+        """A bulk enqueue let go of its queue: what waited for it runs (again, in order)."""
+        if self._waiting:
+            self._ready[:0] = self._waiting
+            self._waiting = []
+            if not self._woken:
+                self._woken = True
+                self._lot.unpark()
 
 
 class SpinPolicy:

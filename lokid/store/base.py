@@ -64,6 +64,11 @@ class QueueStore(Protocol):
         """
 
     def close(self) -> None: ...
+    def checkpoint(self) -> None:
+        """Housekeeping of the store's journal that must not run on the event loop (SQLite:
+        copy the WAL into the database); called from a worker thread after many commits.
+        A store without such work does nothing."""
+
     def view_reader(self) -> ViewReader:
         """A reader for the view writer's thread, apart from the writer's connection."""
 
@@ -71,6 +76,12 @@ class QueueStore(Protocol):
     def get(self, task_id: str) -> TaskRow | None: ...
     def states_of(self, ids: Iterable[str]) -> dict[str, str]: ...
     def live_id_for_key(self, key: str) -> str | None: ...
+    def live_ids_for_keys(self, keys: Iterable[str]) -> dict[str, str]:
+        """key -> task id, for the keys that are live (one round trip for a batch)."""
+
+    def insert_many(self, rows: list[tuple[TaskRow, list[str], str, str]]) -> None:
+        """`insert` for each (row, dependencies, idem, created), in order, as one write."""
+
     def hold_key(self, key: str, task_id: str) -> None: ...
     def release_key(self, key: str, task_id: str) -> None: ...
     def insert(self, row: TaskRow, dependencies: list[str], idem: str, created: str) -> int: ...

@@ -21,6 +21,7 @@ from lokid.errors import StoreUnavailable
 from lokid.store.base import BreakerRow, TaskRow
 
 SCHEMA_VERSION = 1
+WAL_BACKSTOP_PAGES = 16384
 
 # Every index costs each claim and completion one more B-tree page in the commit, so
 # the tasks table keeps only the claim index and the small blocked-task index. Leases
@@ -144,6 +145,11 @@ class SqliteStore:
         # queue of 40,000 tasks read ~7 pages from the file (a pread each) per worker cycle.
         # Not mmap: a file truncated under lokid (a `cp` over it) would be a SIGBUS.
         self._db.execute("PRAGMA cache_size=-32768")
+        # Checkpoints run off the event loop (`checkpoint`, from a worker thread): one at a
+        # commit cost that commit several fsyncs (milliseconds, for every client). This
+        # connection checkpoints only past 64 MiB of WAL, a backstop.
+        self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
+        self._checkpointer: sqlite3.Connection | None = None
         self._depth = 0
         self._migrate()
 
@@ -225,6 +231,19 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the writer).
+        For a worker thread: it has its own connection."""
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(
+                _uri(self.path), uri=True, isolation_level=None, check_same_thread=False
+            )
+            self._checkpointer.execute("PRAGMA busy_timeout=5000")
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def view_reader(self) -> SqliteViewReader:
         """A separate read-only connection for the view writer's thread (WAL lets it read
@@ -252,6 +271,40 @@ class SqliteStore:
     def live_id_for_key(self, key: str) -> str | None:
         r = self._db.execute("SELECT task_id FROM live_keys WHERE idem = ?", (key,)).fetchone()
         return None if r is None else r[0]
+
+    def live_ids_for_keys(self, keys: Iterable[str]) -> dict[str, str]:
+        keys = list(keys)
+        out: dict[str, str] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT idem, task_id FROM live_keys WHERE idem IN ({marks})"
+            out.update(self._db.execute(sql, chunk).fetchall())
+        return out
+
+    def insert_many(self, rows: list[tuple[TaskRow, list[str], str, str]]) -> None:
+        db = self._db
+        db.executemany(
+            "INSERT INTO tasks (id, state, type, priority, idem, available_at, deps_left, "
+            "lease_until, claimed_by, rate_limits, probe, created, doc, extra) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.id, r.state, r.type, r.priority, idem, r.available_at, r.deps_left,
+                    r.lease_until, r.claimed_by, r.rate_limits, int(r.probe), created, r.doc,
+                    r.extra,
+                )
+                for r, _, idem, created in rows
+            ],
+        )  # fmt: skip
+        db.executemany(
+            "INSERT OR IGNORE INTO deps (task_id, dep_id) VALUES (?, ?)",
+            [(r.id, dep) for r, deps, _, _ in rows for dep in deps],
+        )
+        db.executemany(
+            "INSERT INTO live_keys (idem, task_id) VALUES (?, ?)",
+            [(idem, r.id) for r, _, idem, _ in rows],
+        )
 
     def hold_key(self, key: str, task_id: str) -> None:
         self._db.execute("INSERT INTO live_keys (idem, task_id) VALUES (?, ?)", (key, task_id))
@@ -418,3 +471,13 @@ class SqliteViewReader:
 
     def close(self) -> None:
         self._db.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the writer).
+        For a worker thread: it has its own connection."""
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(
+                _uri(self.path), uri=True, isolation_level=None, check_same_thread=False
+            )
+            self._checkpointer.execute("PRAGMA busy_timeout=5000")
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
