@@ -158,11 +158,20 @@ class Queue:
         transaction or reads it half-written while it waits."""
         now = self.clock()
         results: list[Enqueued] = []
-        with self.transaction():
-            for start in range(0, len(items), chunk):
-                if start:
-                    await trio.sleep(0)
-                results += self._add_all(items[start : start + chunk], now)
+        unit = self._unit
+        unit.held_events = held = []
+        try:
+            with self.transaction():
+                for start in range(0, len(items), chunk):
+                    if start:
+                        await trio.sleep(0)
+                    results += self._add_all(items[start : start + chunk], now)
+        finally:
+            unit.held_events = None
+        for start in range(0, len(held), chunk):  # committed: now tell the subscribers
+            await trio.sleep(0)
+            for event in held[start : start + chunk]:
+                unit.publish(event)
         return results
 
     def _add_all(self, items: list[Prepared], now: float) -> list[Enqueued]:

@@ -184,11 +184,18 @@ class UnitOfWork:
         self._lease_journal: list[tuple[str, Any]] = []
         self.depth = 0
         self.grouped = False  # inside a GroupCommit: operations are savepoints
+        # Set by a bulk enqueue: committed events are kept here for it to publish in
+        # chunks, with the event loop turning between them, instead of all at once.
+        self.held_events: list[EventData] | None = None
 
     # -- recorded during the transaction ---------------------------------------------
 
     def emit(self, event: EventData) -> None:
         self._events.append(event)
+
+    def publish(self, event: EventData) -> None:
+        """Publish a committed event now (what `held_events` kept back)."""
+        self._publish(event)
 
     def touch(self, *states: str) -> None:
         """These views (states, or `breakers`) must be rewritten."""
@@ -233,6 +240,9 @@ class UnitOfWork:
             self._lease_set(soonest)
         events, self._events = self._events, []
         dirty, self._dirty = self._dirty, set()
+        if self.held_events is not None:
+            self.held_events += events
+            events = []
         for event in events:
             self._publish(event)
         if dirty:

@@ -21,7 +21,7 @@ from lokid.errors import StoreUnavailable
 from lokid.store.base import BreakerRow, TaskRow
 
 SCHEMA_VERSION = 1
-WAL_BACKSTOP_PAGES = 16384
+WAL_BACKSTOP_PAGES = 65536
 
 # Every index costs each claim and completion one more B-tree page in the commit, so
 # the tasks table keeps only the claim index and the small blocked-task index. Leases
@@ -147,7 +147,7 @@ class SqliteStore:
         self._db.execute("PRAGMA cache_size=-32768")
         # Checkpoints run off the event loop (`checkpoint`, from a worker thread): one at a
         # commit cost that commit several fsyncs (milliseconds, for every client). This
-        # connection checkpoints only past 64 MiB of WAL, a backstop.
+        # connection checkpoints only past 256 MiB of WAL, a backstop.
         self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
         self._checkpointer: sqlite3.Connection | None = None
         self._depth = 0
