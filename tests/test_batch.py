@@ -120,11 +120,13 @@ def test_breakers_changed_by_a_failed_operation_are_put_back(tmp_path: Path) -> 
         h.queue.fail("t", "a", "boom")  # would open the breaker
         raise NotFound("changed my mind")
 
-    run_batch([op(fail_then_raise)], GroupCommit())
+    run_batch([op(fail_then_raise), enqueue(h, "neighbour", "other")], GroupCommit())
     breaker = h.queue.breakers.snapshot().get("eng")
     assert breaker is None or breaker.state == "closed"
     assert h.queue.get("t").state == "in-progress"
-    run_batch([op(lambda: h.queue.fail("t", "a", "boom"))], GroupCommit())
+    run_batch(
+        [op(lambda: h.queue.fail("t", "a", "boom")), enqueue(h, "n2", "other")], GroupCommit()
+    )
     assert h.queue.breakers.snapshot()["eng"].state == "open"  # (so the check above can fail)
 
 

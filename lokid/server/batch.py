@@ -79,6 +79,8 @@ def run_batch(items: list[Ready], group: Group) -> list[Outcome]:
     one whose project's commit failed is answered with that failure; one whose project a
     bulk enqueue holds (QueueBusy, raised before it touched anything) is DEFERRED.
     """
+    if len(items) == 1:  # a batch of one is just the request: no savepoint to pay for
+        return [_run_one(items[0])]
     out: list[Outcome] = []
     with group:
         for op, item in enumerate(items):
@@ -97,6 +99,15 @@ def run_batch(items: list[Ready], group: Group) -> list[Outcome]:
     for op, exc in group.failed.items():
         out[op] = (error_of(exc, items[op].method.name), None)
     return out
+
+
+def _run_one(item: Ready) -> Outcome:
+    try:
+        return (None, item.method.handler(item.call, item.params))
+    except QueueBusy:
+        return DEFERRED
+    except Exception as exc:
+        return (error_of(exc, item.method.name), None)
 
 
 def _others_runnable() -> bool:
