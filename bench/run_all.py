@@ -17,6 +17,7 @@ SCRIPTS = [
     "bench_watch.py",
     "bench_runs.py",
     "bench_mcp.py",
+    "bench_peers.py",
 ]
 
 
