@@ -129,7 +129,7 @@ class QueueArea:
                     callback()
 
     def views(self, project: Project) -> ViewWriter:
-        self.open(project)
+        self._open(project)  # (files only: a bulk enqueue's gate does not apply)
         return self._views[project.path]
 
     def lease_set(self, until: float) -> None:
@@ -154,7 +154,7 @@ class QueueArea:
 
     def reload_project(self, project: Project) -> str | None:
         """Re-read the breakers' file; None when it was taken, else why it was refused."""
-        queue = self.open(project)
+        queue = self._open(project)  # (memory only: a bulk enqueue's gate does not apply)
         config = self._load_config(project)
         if isinstance(config, str):
             return config
