@@ -27,9 +27,9 @@ from lokid.wire import events as ev
 log = logging.getLogger("lokid.queues")
 
 SWEEP_MAX_SLEEP = 1.0  # the sweeper looks at least this often, whatever it was told
-# Commits of one project between two checkpoints of its store (off the event loop): at ~3
-# pages a commit, about 3 MiB of WAL.
-CHECKPOINT_EVERY = 256
+# Commits of one project between two checkpoints of its store (off the event loop): at a
+# few pages a commit, some 10-20 MiB of WAL, in which the hot pages are copied back once.
+CHECKPOINT_EVERY = 1024
 
 Emit = Callable[[str | None, Any], None]
 
