@@ -170,6 +170,36 @@ def test_the_batcher_runs_inline_only_when_nobody_else_is_runnable() -> None:
     trio.run(main)
 
 
+def test_requests_of_a_busy_project_wait_and_run_once_it_is_free() -> None:
+    from lokid.errors import QueueBusy
+
+    busy = [True]
+    replies: list[tuple[int, Any, Any]] = []
+
+    class Conn:
+        def reply_now(self, msgid: int, error: Any, result: Any) -> None:
+            replies.append((msgid, error, result))
+
+    def handler(call: Any, params: Any) -> Any:
+        if busy[0] and params == "busy":
+            raise QueueBusy("taking a bulk enqueue")
+        return params
+
+    async def main() -> None:
+        batcher = Batcher(GroupCommit, others_runnable=lambda: False)
+        method = Method("m", dict, handler, False, None, True)  # type: ignore[arg-type]
+        batcher.add(Ready(Conn(), method, Call(None, None, 1), "busy"))  # type: ignore[arg-type]
+        batcher.add(Ready(Conn(), method, Call(None, None, 2), "free"))  # type: ignore[arg-type]
+        batcher.flush()
+        assert replies == [(2, None, "free")]  # the busy project's request waits, unanswered
+        busy[0] = False
+        batcher.requeue()
+        batcher.flush()
+        assert replies[-1] == (1, None, "busy")
+
+    trio.run(main)
+
+
 def test_spin_policy_stops_polling_a_client_that_does_not_answer_fast() -> None:
     policy = SpinPolicy()
     spins = 0

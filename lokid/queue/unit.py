@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Protocol
 
+from lokid.errors import QueueBusy
 from lokid.store.base import QueueStore
 from lokid.wire.events import EventData
 
@@ -113,6 +114,8 @@ class GroupCommit:
         savepoint for this operation in it."""
         key = id(unit)
         if key not in self._units:
+            if unit.depth:  # a transaction of its own is open across awaits: a bulk enqueue's
+                raise QueueBusy("this project's queue is taking a bulk enqueue")
             cm = unit.store.transaction()
             cm.__enter__()  # BEGIN; may raise StoreUnavailable, which fails this operation
             self._units[key] = (unit, cm)
