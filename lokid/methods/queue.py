@@ -72,7 +72,7 @@ def enqueue(call: QCall, p: EnqueueParams) -> Enqueued:
 ENQUEUE_CHUNK = 1000
 
 
-@router.method("queue.enqueue_many", EnqueueManyParams)
+@router.method("queue.enqueue_many", EnqueueManyParams, inline=True)
 async def enqueue_many(call: QCall, p: EnqueueManyParams) -> EnqueueManyResult:
     """All or nothing, in one transaction. A big batch is parsed, then written, in chunks
     with the event loop turning between them: other clients and projects are served

@@ -287,7 +287,10 @@ class Connection:
         await self._slots.acquire()
         scope = trio.CancelScope()
         self._inflight[req.msgid] = scope
-        nursery.start_soon(self._call_async, method, call, params, scope)
+        if method.inline:
+            await self._call_async(method, call, params, scope)
+        else:
+            nursery.start_soon(self._call_async, method, call, params, scope)
 
     def _call_sync(self, method: Method, call: Call, params: Any) -> tuple[Error | None, Any]:
         try:

@@ -60,6 +60,10 @@ class Method:
     # A sync handler whose writes may share a group commit with other requests' (the
     # queue's operations): the connection hands it to the daemon's batcher.
     batch: bool = False
+    # An async handler the connection awaits before reading on, as it runs a sync one: for
+    # big work that yields between chunks (others are served meanwhile) but whose params
+    # are large, so a pipelining client must not have 64 of them decoded at once.
+    inline: bool = False
 
     def decode_params(self, raw: bytes) -> Any:
         try:
@@ -76,7 +80,7 @@ class Router:
         self.methods: dict[str, Method] = {}
 
     def method(
-        self, name: str, params: type = Empty, *, batch: bool = False
+        self, name: str, params: type = Empty, *, batch: bool = False, inline: bool = False
     ) -> Callable[[Callable], Callable]:
         def register(handler: Callable) -> Callable:
             is_async = inspect.iscoroutinefunction(handler)
@@ -90,6 +94,7 @@ class Router:
                     is_async=is_async,
                     decoder=msgspec.msgpack.Decoder(params),
                     batch=batch,
+                    inline=inline,
                 )
             )
             return handler
