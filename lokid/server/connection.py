@@ -191,11 +191,12 @@ class Connection:
                 return True
             batcher = self._batcher
             if batcher is not None:
-                batcher.read_by(self, clock())
+                now = clock()
+                batcher.read_by(self, now)
             for frame in self._frames.feed(data):
                 await self._on_frame(frame, nursery)
-            if batcher is not None:
-                batcher.ready(self, clock())
+            if batcher is not None and batcher.pending:
+                batcher.ready(self, now)
             if self.outbox.backlog > self._limit:
                 await self.outbox.wait_room()  # replies of a batch: read more once they left
             if (too_large := self._frames.error) is not None:
