@@ -1,8 +1,10 @@
 """lokid's queue beside BullMQ on Redis: worker cycles per second under 1, 8 and 32 agents.
 
-Each agent is its own process doing one cycle at a time: for lokid `queue.complete` with
+Each agent does one cycle at a time on its own connection: for lokid `queue.complete` with
 `claimNext` (peer_agent.py), for BullMQ a Worker of concurrency 1 with an empty job
-(peers/agent.mjs: its moveToFinished fetches the next job in the same call). Every round
+(peers/agent.mjs: its moveToFinished fetches the next job in the same call). Both systems'
+agents run alike: all in one process on one event loop (`--processes each`: a process
+each, which on 2 cores spends more CPU in the agents than in the queue). Every round
 fills a fresh queue with 10,000 tasks plus what the round can take, so at least 10,000 stay
 pending, and runs the systems one after the other (alternating rounds, medians).
 
@@ -207,9 +209,10 @@ def window(commands: list[list[str]], seconds: float, server_pid: int | None, cw
 class LokidPeer:
     """One lokid (its durability) and a fresh project per round."""
 
-    def __init__(self, name: str, durability: str, work: Path) -> None:
+    def __init__(self, name: str, durability: str, work: Path, one_process: bool = True) -> None:
         self.name = name
         self.work = work
+        self.one_process = one_process
         self.lokid = LokidProcess(env={"LOKID_DURABILITY": durability, **EXTRA_ENV})
         self.rounds = 0
 
@@ -228,8 +231,11 @@ class LokidPeer:
         project.mkdir()
         fill(self.sock, str(project), PENDING + int(HEADROOM_PER_SECOND * seconds), "p")
         time.sleep(1.0)  # the first view writes of the new project pass
-        cmd = [sys.executable, "peer_agent.py", str(self.lokid.socket), str(project)]
-        commands = [[*cmd, str(seconds), f"agent-{i}"] for i in range(agents)]
+        cmd = [sys.executable, "peer_agent.py", str(self.lokid.socket), str(project), str(seconds)]
+        if self.one_process:  # N connections on one event loop, as BullMQ's Workers run
+            commands = [[*cmd, "agent", str(agents)]]
+        else:
+            commands = [[*cmd, f"agent-{i}", "1"] for i in range(agents)]
         assert self.lokid.proc is not None
         run = window(commands, seconds, self.lokid.proc.pid, HERE)
         rpc(self.sock, 9, "project.remove", {"path": str(project)})
@@ -298,21 +304,21 @@ def measure_peers(
     seconds: float,
     agent_counts: tuple[int, ...],
     full: bool = True,
-    bull_one_process: bool = True,
+    one_process: bool = True,
 ) -> None:
     res.bullmq_note = bullmq_installed()
     work = Path(tempfile.mkdtemp(prefix="lkb-peers-", dir="/tmp"))
     try:
         with (
-            LokidPeer("lokid normal", "normal", work) as normal,
-            LokidPeer("lokid full", "full", work) as durable,
+            LokidPeer("lokid normal", "normal", work, one_process) as normal,
+            LokidPeer("lokid full", "full", work, one_process) as durable,
             redis_server() if not res.bullmq_note else _nothing() as redis,
         ):
             peers: list = [normal]
             if full:
                 peers.append(durable)
             if redis is not None:
-                peers.append(BullPeer(*redis, bull_one_process))
+                peers.append(BullPeer(*redis, one_process))
             for r in range(rounds):
                 for agents in agent_counts:
                     order = peers if r % 2 == 0 else list(reversed(peers))
@@ -404,10 +410,11 @@ def main() -> None:
     parser.add_argument("--agents", default="1,8,32")
     parser.add_argument("--no-full", action="store_true", help="skip lokid at `full`")
     parser.add_argument(
-        "--bullmq-processes",
+        "--processes",
         choices=("one", "each"),
         default="one",
-        help="BullMQ's workers in one Node process (its faster way here) or one process each",
+        help="the agents of each system in one process (one event loop, a connection each: "
+        "the faster way for both here) or a process each",
     )
     parser.add_argument("--no-idle", action="store_true", help="skip the idle CPU figure")
     args = parser.parse_args()
@@ -415,7 +422,7 @@ def main() -> None:
     res = PeerResults()
     if not args.no_idle:
         measure_idle(res)
-    one = args.bullmq_processes == "one"
+    one = args.processes == "one"
     measure_peers(res, args.rounds, args.seconds, counts, not args.no_full, one)
     rounds = f"{args.rounds} alternating rounds of {args.seconds:g} s"
     print(f"\nlokid beside BullMQ ({rounds}, medians)")

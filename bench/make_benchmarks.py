@@ -442,16 +442,18 @@ def peer_section(res: Results) -> list[str]:
         "",
         "How each was run:",
         "",
-        "- lokid: `lokid serve` as shipped, one daemon per durability; each agent its own "
-        "Python process on its own connection (`bench/peer_agent.py`, raw frames). Requests "
-        "ready together run as one group commit (one transaction, one fsync at `full`, per "
-        "project), each a savepoint.",
+        "- Agents, both systems alike: N agents, each with its own connection, all in one "
+        "process on one event loop (measured on 2 cores: a process each spends more CPU in "
+        "the agents than in the queue, for both; `bench_peers.py --processes each` runs that).",
+        "- lokid: `lokid serve` as shipped, one daemon per durability; the agents are "
+        "`bench/peer_agent.py` (raw frames; a blocking loop for one agent, `selectors` for "
+        "more). Requests ready together run as one group commit (one transaction, one fsync "
+        "at `full`, per project), each a savepoint.",
         "- BullMQ 6.7.0 (pinned in `bench/peers/package.json`, installed by `npm ci` into "
         "`bench/peers/node_modules`): "
-        "the agents are Workers of concurrency 1, each with its own Redis connection, all in "
-        "one Node process (faster here than a process each, measured: on 2 cores eight Node "
-        "processes spend more CPU than the work); jobs without priorities (its fastest path; "
-        "lokid's claims honour priorities and four task types). `redis-server` is private: "
+        "the agents are Workers of concurrency 1 in one Node process; jobs without "
+        "priorities (its fastest path; lokid's claims honour priorities and four task "
+        "types). `redis-server` is private: "
         "127.0.0.1, its own port and folder, `appendonly yes`, `appendfsync everysec`, no "
         "RDB snapshots.",
         "- CPU per cycle: utime+stime of the daemon's process (every thread: request path, "
