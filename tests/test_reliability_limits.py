@@ -180,6 +180,29 @@ def test_enqueue_many_of_100k_keeps_other_clients_served(tmp_short: Path, projec
         lokid.kill()
 
 
+def test_a_lone_request_for_a_project_inside_a_bulk_enqueue_waits_for_its_commit(
+    lokid: Lokid, project: Path
+) -> None:
+    p = {"project": str(project)}
+    tasks = [{"type": "bulk", "payload": {"i": i}} for i in range(100_000)]
+    done: dict[str, Any] = {}
+
+    def bulk() -> None:
+        with Client.connect(lokid.socket, timeout=120) as c:
+            done["n"] = len(c.call("queue.enqueue_many", p | {"tasks": tasks})["results"])
+
+    thread = threading.Thread(target=bulk)
+    seen = []
+    with Client.connect(lokid.socket, timeout=120) as c:
+        thread.start()
+        while thread.is_alive():  # the only client sending while the bulk runs
+            seen.append(c.call("queue.stats", p)["states"]["pending"])
+            time.sleep(0.01)
+    thread.join(120)
+    assert done["n"] == 100_000
+    assert set(seen) <= {0, 100_000}  # before the batch or after its commit, never half
+
+
 def test_enqueue_many_stays_all_or_nothing_and_a_huge_task_is_refused(
     lokid: Lokid, project: Path
 ) -> None:

@@ -191,6 +191,10 @@ class Batcher:
             else:
                 item.conn.reply_now(item.call.msgid, *outcome)
 
+    def defer(self, item: Ready) -> None:
+        """`item`'s project is held by a bulk enqueue: run it once `requeue` is called."""
+        self._waiting.append(item)
+
     def requeue(self) -> None:
         """A bulk enqueue let go of its queue: what waited for it runs (again, in order)."""
         if self._waiting:

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 import trio
 
-from lokid.errors import Cancelled, InvalidRequest, LokidError, ParseError, TooLarge
+from lokid.errors import Cancelled, InvalidRequest, LokidError, ParseError, QueueBusy, TooLarge
 from lokid.server.batch import Batcher, Ready, SpinPolicy
 from lokid.server.dispatch import Call, Dispatch, Method, error_of
 from lokid.server.outbox import Outbox, OutboxPool
@@ -114,6 +114,7 @@ class Connection:
         self._spin_ns = int(limits.spin_us * 1000)
         self._frames = FrameDecoder(limits.max_frame)
         self._batcher = batcher
+        self._read_ns = 0  # when the last bytes were read (perf_counter_ns)
         self._spin = SpinPolicy()
         self.outbox = Outbox(sock, limits.outbox_limit, pool, f"connection {self.id}")
         self._slots = trio.Semaphore(limits.max_inflight)
@@ -191,7 +192,7 @@ class Connection:
                 return True
             batcher = self._batcher
             if batcher is not None:
-                now = clock()
+                now = self._read_ns = clock()
                 batcher.read_by(self, now)
             for frame in self._frames.feed(data):
                 await self._on_frame(frame, nursery)
@@ -278,7 +279,10 @@ class Connection:
         batcher = self._batcher
         if batcher is not None:
             if method.batch:
-                batcher.add(Ready(self, method, call, params))
+                if batcher.pending or not batcher.alone(self, self._read_ns):
+                    batcher.add(Ready(self, method, call, params))
+                    return
+                self._run_alone(method, call, params)  # a lone client: nothing to batch with
                 return
             if batcher.pending:
                 batcher.flush()  # this client's earlier requests run before this one
@@ -292,6 +296,19 @@ class Connection:
             await self._call_async(method, call, params, scope)
         else:
             nursery.start_soon(self._call_async, method, call, params, scope)
+
+    def _run_alone(self, method: Method, call: Call, params: Any) -> None:
+        """A batchable request of the only client sending: run it now, as a batch of one
+        would be (its own transaction), without the batch's bookkeeping."""
+        try:
+            result, error = method.handler(call, params), None
+        except QueueBusy:  # its project is a bulk enqueue's: it waits in the batcher
+            assert self._batcher is not None
+            self._batcher.defer(Ready(self, method, call, params))
+            return
+        except Exception as exc:
+            result, error = None, error_of(exc, method.name)
+        self.reply_now(call.msgid, error, result)
 
     def _call_sync(self, method: Method, call: Call, params: Any) -> tuple[Error | None, Any]:
         try:
