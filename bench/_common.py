@@ -35,7 +35,7 @@ class LokidProcess:
     def __enter__(self) -> LokidProcess:
         cmd = [sys.executable, "-m", "lokid", "serve", "--socket", str(self.socket)]
         self.proc = subprocess.Popen(
-            [*cmd, "--log-level", "warning", *self.args],
+            [*cmd, "--log-level", os.environ.get("LOKID_BENCH_LOG", "warning"), *self.args],
             env=self.env,
             stdin=subprocess.DEVNULL,
         )

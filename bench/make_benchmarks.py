@@ -10,7 +10,9 @@ bench-only dependency (`pip install -e '.[bench]'`; `make benchmarks` does it).
 - claim latency and lokid's RSS as one project grows to 1k, 10k, 100k and 1M pending tasks
   (the 1M fill is time-boxed: the table says how far it got);
 - a file written in `.loki/` to the event at the client, beside raw watchfiles (inotify);
-- run start through lokid beside `docker run -d`, only when an engine can be had.
+- run start through lokid beside `docker run -d`, only when an engine can be had;
+- worker cycles under 1, 8 and 32 agents beside BullMQ on a private Redis (bench_peers.py),
+  lokid's CPU per cycle and its idle CPU.
 
 usage: python bench/make_benchmarks.py [--quick] [--fill-budget 300]
 """
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import ROOT, LokidProcess, connect, frame, interleave, pct, round_trips
+from bench_peers import PeerResults, measure_idle, measure_peers, table, targets
 from bench_ping import start_echo_process
 from bench_queue import BASELINES, cycles, fill, fused_cycles, shell_claims
 from bench_watch import lokid_latencies, raw_latencies
@@ -58,6 +61,9 @@ class Results:
     events: dict[str, list[float]] = field(default_factory=dict)
     runs: dict[str, list[float]] = field(default_factory=dict)  # seconds
     runs_note: str = ""
+    peers: PeerResults = field(default_factory=PeerResults)
+    peer_agents: tuple[int, ...] = (1, 8, 32)
+    peer_rounds: int = 3
     seconds: float = 0.0
 
 
@@ -253,6 +259,13 @@ def plot(res: Results) -> list[str]:
     return names
 
 
+def measure_peer_step(res: Results, quick: bool) -> None:
+    res.peer_agents = (1, 8) if quick else (1, 8, 32)
+    res.peer_rounds = 1 if quick else 3
+    measure_idle(res.peers)
+    measure_peers(res.peers, res.peer_rounds, 1.0 if quick else 2.0, res.peer_agents)
+
+
 def ratio_rows(res: Results) -> list[tuple[str, str, str, str]]:
     """(figure, lokid, baseline, ratio) rows for the summary table."""
     rows = []
@@ -398,6 +411,7 @@ def write_page(res: Results, pngs: list[str], noisy: str) -> None:
         else "- Runs: `run.start` (no pull) until the `run.started` event, beside `docker run -d` "
         "of the same image, mount and labels, on the same engine (tests/dockerenv.py)."
     )
+    lines += peer_section(res)
     lines += ["", "## Plots", ""]
     lines += [f"![{p}](bench/plots/{p})" for p in pngs]
     lines.append("")
@@ -406,6 +420,53 @@ def write_page(res: Results, pngs: list[str], noisy: str) -> None:
     if kept and kept[1]:
         lines += ["", kept[1] + kept[2]]
     OUT.write_text("\n".join(lines))
+
+
+def peer_section(res: Results) -> list[str]:
+    """Issue 17's table: lokid beside BullMQ, with the targets and how they were measured."""
+    peers = res.peers
+    if not peers.runs:
+        return []
+    lines = [
+        "",
+        "## Worker cycles beside BullMQ",
+        "",
+        f"`bench/bench_peers.py`: {res.peer_rounds} alternating rounds of 2 s per system and "
+        "agent count, medians; 10,000 tasks or more pending throughout. One cycle is one "
+        "worker's complete-and-take-the-next: lokid's `queue.complete` with `claimNext` (one "
+        "request), BullMQ's moveToFinished with its next job (one call).",
+        "",
+    ]
+    if peers.bullmq_note:
+        lines += [f"BullMQ was skipped: {peers.bullmq_note}.", ""]
+    lines += table(peers, res.peer_agents)
+    lines += ["", "Against issue 17's targets:", ""]
+    lines += [f"- {t}" for t in targets(peers, res.peer_agents)]
+    lines += [
+        "",
+        "How each was run:",
+        "",
+        "- Agents, both systems alike: N agents, each with its own connection, all in one "
+        "process on one event loop (measured on 2 cores: a process each spends more CPU in "
+        "the agents than in the queue, for both; `bench_peers.py --processes each` runs that).",
+        "- lokid: `lokid serve` as shipped, one daemon per durability; the agents are "
+        "`bench/peer_agent.py` (raw frames; a blocking loop for one agent, `selectors` for "
+        "more). Requests ready together run as one group commit (one transaction, one fsync "
+        "at `full`, per project), each a savepoint.",
+        "- BullMQ 6.7.0 (pinned in `bench/peers/package.json`, installed by `npm ci` into "
+        "`bench/peers/node_modules`): "
+        "the agents are Workers of concurrency 1 in one Node process; jobs without "
+        "priorities (its fastest path; lokid's claims honour priorities and four task "
+        "types). `redis-server` is private: "
+        "127.0.0.1, its own port and folder, `appendonly yes`, `appendfsync everysec`, no "
+        "RDB snapshots.",
+        "- CPU per cycle: utime+stime of the daemon's process (every thread: request path, "
+        "view writer, checkpoints, watcher) over the window, from /proc/<pid>/stat, divided by "
+        "the cycles; redis-server's the same way for comparison (BullMQ's Node process not "
+        "counted). Idle: the daemon alone for 5 s with 50 watched projects whose queues are "
+        "open and 8 connected agents that sent one claim and then nothing.",
+    ]
+    return lines
 
 
 def main() -> None:
@@ -423,6 +484,7 @@ def main() -> None:
         ("shell baseline", lambda: measure_shell(res, 3 if args.quick else 10)),
         ("file -> event", lambda: measure_events(res, 40 if args.quick else 200)),
         ("run start", lambda: measure_runs(res, 2 if args.quick else 8)),
+        ("beside BullMQ", lambda: measure_peer_step(res, args.quick)),
     ]
     for name, step in steps:
         print(f"- {name} ...", flush=True)

@@ -18,6 +18,7 @@ SCRIPTS = [
     "bench_runs.py",
     "bench_mcp.py",
     "bench_postgres.py",
+    "bench_peers.py",
 ]
 
 

@@ -29,6 +29,7 @@ from lokid.methods import build_router
 from lokid.migrations import MigrationArea
 from lokid.projects import Projects
 from lokid.queue.area import QueueArea
+from lokid.queue.unit import GroupCommit
 from lokid.reactions import Reactions
 from lokid.server.connection import Limits, encode_message
 from lokid.server.dispatch import Dispatch, Router
@@ -139,15 +140,18 @@ def build_daemon(
         outbox_limit=settings.outbox_limit,
         max_inflight=settings.max_inflight,
         spin_us=settings.spin_us,
+        outbox_total=settings.outbox_total,
     )
     daemon = Daemon(
         app.lifecycle,
         app.hub,
-        Dispatch(router, app),
+        Dispatch(router, app, GroupCommit),
         app.areas,
         limits=limits,
         shutdown_grace=settings.shutdown_grace,
     )
+    if daemon.batcher is not None:
+        app.queues.on_free.append(daemon.batcher.requeue)
     if notifier is not None and notifier.enabled:
         daemon.add_reload_hooks(notifier.reloading, lambda: notifier.ready(app.summary()))
     if idle_after is not None:

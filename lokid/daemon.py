@@ -26,9 +26,11 @@ import trio
 from lokid.errors import guarded
 from lokid.hub import Hub
 from lokid.lifecycle import Area, Lifecycle, Work
+from lokid.server.batch import Batcher
 from lokid.server.connection import CLOSE_FLUSH_SECONDS, Connection, Limits
 from lokid.server.dispatch import Dispatch
 from lokid.server.listener import Listener, accept_loop
+from lokid.server.outbox import OutboxPool
 from lokid.wire.events import ConfigReloaded, DaemonStopping
 
 log = logging.getLogger("lokid.daemon")
@@ -63,6 +65,10 @@ class Daemon:
         self._background = list(background)
         self.connections: set[Connection] = set()
         lifecycle.connections = self.connections
+        # Group commit across connections (when the dispatch offers it), and the cap on
+        # the bytes queued for all clients together.
+        self.batcher = Batcher(dispatch.group) if dispatch.group is not None else None
+        self.outboxes = OutboxPool(limits.outbox_total or None)
 
     def add_background(self, work: Work) -> None:
         """More work for the daemon's life (say, idle exit); before `serve` only."""
@@ -109,6 +115,8 @@ class Daemon:
                     root.start_soon(self._run_area, area)
                 for work in self._background:
                     root.start_soon(work)
+                if self.batcher is not None:
+                    root.start_soon(self.batcher.run)
                 self.lifecycle.spawn.attach(root)
                 await self._serve_connections(listener, task_status)
                 root.cancel_scope.cancel()
@@ -119,6 +127,14 @@ class Daemon:
                 except Exception:
                     log.exception("closing %r failed", area)
             listener.close()
+            if self.batcher is not None and self.batcher.batches:
+                b = self.batcher
+                log.info(
+                    "group commit: %d operations in %d batches (%.1f a batch)",
+                    b.operations,
+                    b.batches,
+                    b.operations / b.batches,
+                )
             log.info("stopped")
 
     async def _run_area(self, area: Area) -> None:
@@ -141,7 +157,9 @@ class Daemon:
 
     def _accepted(self, nursery: trio.Nursery) -> Callable[[socket.socket, int | None], None]:
         def accepted(sock: socket.socket, pid: int | None) -> None:
-            conn = Connection(sock, self._limits, self._dispatch, self._closed, pid)
+            conn = Connection(
+                sock, self._limits, self._dispatch, self._closed, pid, self.batcher, self.outboxes
+            )
             self.connections.add(conn)
             nursery.start_soon(conn.run)
 

@@ -90,6 +90,15 @@ class LockTimeout(Unavailable):
     """Another tool held a lock for longer than we wait; try again later."""
 
 
+class QueueBusy(Unavailable):
+    """The project's queue is inside a bulk enqueue's transaction. Batched requests wait
+    for it (the batcher defers them); others are answered with this."""
+
+    def __init__(self, message: str, data: Any = None, queue: Any = None) -> None:
+        super().__init__(message, data)
+        self.queue = queue
+
+
 class StoreUnavailable(Unavailable):
     """A project's database cannot be used (gone, replaced, corrupt, newer schema)."""
 

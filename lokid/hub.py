@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from lokid.errors import InvalidParams
 from lokid.wire.daemon import Event
 from lokid.wire.events import EventData, Resync
 from lokid.wire.messages import Notification
@@ -50,20 +51,58 @@ Observer = Callable[[str, str | None, str, Any], None]
 Encode = Callable[[Notification], bytes | bytearray]
 
 
+# What one client may ask the hub for: a hostile list must cost it an error, not cost
+# everyone a slower publish (each subscription is looked at for every event).
+MAX_PATTERNS = 64  # globs in one subscription
+MAX_PATTERN_LENGTH = 200
+MAX_CLIENT_PATTERNS = 256  # globs over all of one client's subscriptions
+MAX_CLIENT_SUBSCRIPTIONS = 64
+# Topics remembered per subscription with whether they match (lokid's topics are a few
+# dozen; the bound only guards against a caller publishing arbitrary ones).
+MATCH_CACHE = 1024
+
+
 def compile_topics(patterns: Iterable[str]) -> re.Pattern[str]:
     """Topic globs (`queue.*`, `signal.*`, `*`) as one regex."""
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
+def check_topics(topics: list[str]) -> None:
+    """Refuse a subscription's globs beyond the limits, with a one-line reason."""
+    if len(topics) > MAX_PATTERNS:
+        raise InvalidParams(
+            f"subscribe: {len(topics)} topic globs; at most {MAX_PATTERNS} in one subscription",
+            {"limit": MAX_PATTERNS},
+        )
+    for topic in topics:
+        if len(topic) > MAX_PATTERN_LENGTH:
+            raise InvalidParams(
+                f"subscribe: a topic glob of {len(topic)} characters; at most {MAX_PATTERN_LENGTH}",
+                {"limit": MAX_PATTERN_LENGTH},
+            )
+
+
 class Subscription:
-    __slots__ = ("dropped_first", "dropped_last", "id", "matcher", "project", "seq", "subscriber")
+    __slots__ = (
+        "_matcher",
+        "_seen",
+        "dropped_first",
+        "dropped_last",
+        "id",
+        "patterns",
+        "project",
+        "seq",
+        "subscriber",
+    )
 
     def __init__(
         self, sub_id: int, subscriber: Subscriber, topics: list[str], project: str | None
     ) -> None:
         self.id = sub_id
         self.subscriber = subscriber
-        self.matcher = compile_topics(topics)
+        self.patterns = tuple(dict.fromkeys(topics))
+        self._matcher: re.Pattern[str] | None = None  # compiled at the first unseen topic
+        self._seen: dict[str, bool] = {}
         self.project = project
         self.seq = 0
         self.dropped_first: int | None = None
@@ -72,7 +111,14 @@ class Subscription:
     def wants(self, topic: str, project: str | None) -> bool:
         if self.project is not None and project is not None and project != self.project:
             return False
-        return self.matcher.match(topic) is not None
+        hit = self._seen.get(topic)
+        if hit is None:
+            if self._matcher is None:
+                self._matcher = compile_topics(self.patterns)
+            hit = self._matcher.match(topic) is not None
+            if len(self._seen) < MATCH_CACHE:
+                self._seen[topic] = hit
+        return hit
 
 
 class Hub:
@@ -88,6 +134,22 @@ class Hub:
     def subscribe(
         self, subscriber: Subscriber, topics: list[str], project: str | None
     ) -> Subscription:
+        """A new subscription; InvalidParams past the limits (per subscription, per client)."""
+        check_topics(topics)
+        owned = self._by_subscriber.get(subscriber.id, set())
+        if len(owned) >= MAX_CLIENT_SUBSCRIPTIONS:
+            raise InvalidParams(
+                f"subscribe: this connection holds {len(owned)} subscriptions already; at most "
+                f"{MAX_CLIENT_SUBSCRIPTIONS} (unsubscribe one, or widen a glob)",
+                {"limit": MAX_CLIENT_SUBSCRIPTIONS},
+            )
+        held = sum(len(self._subs[i].patterns) for i in owned if i in self._subs)
+        if held + len(topics) > MAX_CLIENT_PATTERNS:
+            raise InvalidParams(
+                f"subscribe: this connection would hold {held + len(topics)} topic globs; at "
+                f"most {MAX_CLIENT_PATTERNS} over all its subscriptions",
+                {"limit": MAX_CLIENT_PATTERNS},
+            )
         sub = Subscription(next(self._ids), subscriber, topics, project)
         self._subs[sub.id] = sub
         owned = self._by_subscriber.setdefault(subscriber.id, set())

@@ -35,6 +35,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # Per-connection bytes queued for a client that does not read. Replies past it
     # make the producer wait; events past it are dropped and followed by `resync`.
     outbox_limit: int = 4 * 1024 * 1024
+    # Bytes queued for all clients together. Past it events are refused for every client
+    # with a backlog (each gets a `resync`), and the slowest readers are disconnected.
+    outbox_total: int = 64 * 1024 * 1024
     # Requests one connection may have running at once before the reader pauses.
     max_inflight: int = 64
     # Microseconds a connection polls for its client's next request before parking
@@ -131,6 +134,7 @@ ENVIRONMENT: dict[str, tuple[str, tuple[str, ...], Callable[[str], Any]]] = {
     "log_level": ("LOKID_LOG_LEVEL", (), one_of(*LOG_LEVELS)),
     "max_frame": ("LOKID_MAX_FRAME", (), size),
     "outbox_limit": ("LOKID_OUTBOX_LIMIT", (), size),
+    "outbox_total": ("LOKID_OUTBOX_TOTAL", (), size),
     "spin_us": ("LOKID_SPIN_US", (), microseconds),
     "shutdown_grace": ("LOKID_SHUTDOWN_GRACE", (), seconds),
     "durability": ("LOKID_DURABILITY", (), one_of(*DURABILITIES)),

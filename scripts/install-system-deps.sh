@@ -30,6 +30,8 @@ have rg || need+=(ripgrep)
 # one lokid with a host clock that is wrong (the queue must keep the database's time).
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(libfaketime)
+# The peer benchmark (bench/bench_peers.py): BullMQ's Redis, run privately by the bench.
+have redis-server || need+=(redis-server)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if have apt-get && [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${need[*]}"

@@ -13,7 +13,8 @@ from lokid.files import signals
 from lokid.files.decisions import append_dlq_decision
 from lokid.projects import Project, Projects
 from lokid.queue.area import QueueArea
-from lokid.queue.core import Claim, Queue
+from lokid.queue.core import Claim, Prepared, Queue
+from lokid.queue.unit import batch_memo
 from lokid.server.dispatch import Call, Router
 from lokid.wire.breakers import (
     BreakerList,
@@ -77,26 +78,52 @@ def _with_task(call: QCall, project: str, task_id: str) -> Queue:
     return queue
 
 
-@router.method("queue.enqueue", EnqueueParams)
+@router.method("queue.enqueue", EnqueueParams, batch=True)
 def enqueue(call: QCall, p: EnqueueParams) -> Enqueued:
     return _queue(call, p.project).enqueue(p.task)
 
 
-@router.method("queue.enqueue_many", EnqueueManyParams)
-def enqueue_many(call: QCall, p: EnqueueManyParams) -> EnqueueManyResult:
-    return EnqueueManyResult(_queue(call, p.project).enqueue_many(p.tasks))
+# Tasks of an enqueue_many handled between two turns of the event loop: ~10-30 ms of work,
+# so no other client waits long behind a big batch (issue 15, item 9).
+ENQUEUE_CHUNK = 1000
+
+
+@router.method("queue.enqueue_many", EnqueueManyParams, inline=True)
+async def enqueue_many(call: QCall, p: EnqueueManyParams) -> EnqueueManyResult:
+    """All or nothing, in one transaction. A big batch is parsed, then written, in chunks
+    with the event loop turning between them: other clients and projects are served
+    meanwhile, while this project's other requests wait for the commit (one writer per
+    project: anything else would join the batch's transaction or read it half-written)."""
+    project = call.app.projects.use(p.project)
+    prepared: list[Prepared] = []
+    for start in range(0, len(p.tasks), ENQUEUE_CHUNK):
+        if start:
+            await trio.sleep(0)
+        prepared += Queue.prepare_one_chunk(p.tasks[start : start + ENQUEUE_CHUNK], start)
+    async with call.app.queues.bulk(project) as queue:
+        if len(prepared) <= ENQUEUE_CHUNK:
+            return EnqueueManyResult(queue.add_prepared(prepared))
+        return EnqueueManyResult(await queue.add_in_chunks(prepared, ENQUEUE_CHUNK))
 
 
 def _halted(project: Project) -> ClaimResult | None:
     """A claim's answer while the project is stopped or paused.
 
-    Read from disk, not from the watcher's last news: never a claim after STOP/PAUSE.
+    Read from disk, not from the watcher's last news: never a claim after STOP/PAUSE. The
+    claims of one batch share one look (they happen at one moment, before one commit).
     """
+    memo = batch_memo()
+    key = ("halted", project.path)
+    if memo is not None and key in memo:
+        return memo[key]
+    halted = None
     if signals.is_stopping(project.loki):
-        return ClaimResult(task=None, stopped=True)
-    if signals.is_paused(project.loki):
-        return ClaimResult(task=None, paused=True)
-    return None
+        halted = ClaimResult(task=None, stopped=True)
+    elif signals.is_paused(project.loki):
+        halted = ClaimResult(task=None, paused=True)
+    if memo is not None:
+        memo[key] = halted
+    return halted
 
 
 def _outcome(
@@ -115,7 +142,7 @@ def _outcome(
     return state
 
 
-@router.method("queue.claim", ClaimParams)
+@router.method("queue.claim", ClaimParams, batch=True)
 def claim(call: QCall, p: ClaimParams) -> ClaimResult:
     project = call.app.projects.use(p.project)
     halted = _halted(project)
@@ -127,35 +154,35 @@ def claim(call: QCall, p: ClaimParams) -> ClaimResult:
     return queue.claim(p.agent, p.capabilities, p.lease)
 
 
-@router.method("queue.heartbeat", HeartbeatParams)
+@router.method("queue.heartbeat", HeartbeatParams, batch=True)
 def heartbeat(call: QCall, p: HeartbeatParams) -> HeartbeatResult:
     until = _with_task(call, p.project, p.id).heartbeat(p.id, p.agent, p.lease)
     return HeartbeatResult(iso(until))
 
 
-@router.method("queue.complete", CompleteParams)
+@router.method("queue.complete", CompleteParams, batch=True)
 def complete(call: QCall, p: CompleteParams) -> TaskState:
     return _outcome(call, p, lambda queue, then: queue.complete(p.id, p.agent, p.result, then))
 
 
-@router.method("queue.fail", FailParams)
+@router.method("queue.fail", FailParams, batch=True)
 def fail(call: QCall, p: FailParams) -> TaskState:
     return _outcome(
         call, p, lambda queue, then: queue.fail(p.id, p.agent, p.error, p.retry_after, then)
     )
 
 
-@router.method("queue.cancel", CancelParams)
+@router.method("queue.cancel", CancelParams, batch=True)
 def cancel(call: QCall, p: CancelParams) -> Cancelled:
     return Cancelled(_with_task(call, p.project, p.id).cancel(p.id, p.reason))
 
 
-@router.method("queue.get", IdParams)
+@router.method("queue.get", IdParams, batch=True)
 def get(call: QCall, p: IdParams) -> TaskState:
     return _with_task(call, p.project, p.id).get(p.id)
 
 
-@router.method("queue.list", ListParams)
+@router.method("queue.list", ListParams, batch=True)
 def list_tasks(call: QCall, p: ListParams) -> TaskPage:
     queue = _existing(call, p.project)
     if queue is None:
@@ -164,7 +191,7 @@ def list_tasks(call: QCall, p: ListParams) -> TaskPage:
     return TaskPage(tasks, cursor)
 
 
-@router.method("queue.stats", ProjectParams)
+@router.method("queue.stats", ProjectParams, batch=True)
 def stats(call: QCall, p: ProjectParams) -> Stats:
     queue = _existing(call, p.project)
     return queue.stats() if queue is not None else Stats(dict.fromkeys(STATES, 0), {}, 0, None)
@@ -177,7 +204,7 @@ async def import_pending(call: QCall, p: ProjectParams) -> ImportResult:
     return ImportResult(imported, skipped, copy)
 
 
-@router.method("dlq.list", ProjectParams)
+@router.method("dlq.list", ProjectParams, batch=True)
 def dlq_list(call: QCall, p: ProjectParams) -> DlqList:
     queue = _existing(call, p.project)
     return DlqList(queue.dlq_list() if queue is not None else [])
@@ -207,7 +234,7 @@ async def _log_decision(
     )
 
 
-@router.method("breaker.list", ProjectParams)
+@router.method("breaker.list", ProjectParams, batch=True)
 def breaker_list(call: QCall, p: ProjectParams) -> BreakerList:
     queue = _existing(call, p.project)
     if queue is None:
@@ -216,14 +243,14 @@ def breaker_list(call: QCall, p: ProjectParams) -> BreakerList:
         return BreakerList(queue.breakers.listing(queue.clock()))
 
 
-@router.method("breaker.reset", BreakerTypeParams)
+@router.method("breaker.reset", BreakerTypeParams, batch=True)
 def breaker_reset(call: QCall, p: BreakerTypeParams) -> BreakerOne:
     queue = _queue(call, p.project)
     with queue.transaction():
         return BreakerOne(p.type, queue.breakers.reset(p.type))
 
 
-@router.method("breaker.trip", TripParams)
+@router.method("breaker.trip", TripParams, batch=True)
 def breaker_trip(call: QCall, p: TripParams) -> BreakerOne:
     queue = _queue(call, p.project)
     with queue.transaction():

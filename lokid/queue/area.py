@@ -14,13 +14,21 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from lokid.errors import ConfigError, LokidError, NotFound, StoreUnavailable, unavailable_file
+from lokid.errors import (
+    ConfigError,
+    LokidError,
+    NotFound,
+    QueueBusy,
+    StoreUnavailable,
+    unavailable_file,
+)
 from lokid.files import loki_run
 from lokid.files.reading import exists as _exists
 from lokid.files.views import BREAKERS, STATES, VIEW_FILES, ViewWriter
@@ -41,6 +49,9 @@ log = logging.getLogger("lokid.queues")
 
 SWEEP_MAX_SLEEP = 1.0  # the sweeper looks at least this often, whatever it was told
 FOLLOW_RETRY = 5.0  # seconds between tries to follow a shared queue whose database is away
+# Commits of one project between two checkpoints of its store (off the event loop): at a
+# few pages a commit, some 10-20 MiB of WAL, in which the hot pages are copied back once.
+CHECKPOINT_EVERY = 1024
 
 Emit = Callable[[str | None, Any], None]
 
@@ -62,12 +73,18 @@ class QueueArea:
         self.watched: Callable[[], list[Project]] = list
         self._follow_again: float | None = None  # when to try following again
         self._shared = Databases(spawn)  # the PostgreSQL databases queues live in
+        self._bulk_locks: dict[str, trio.Lock] = {}
+        self._due: set[str] = set()  # projects whose store is due a checkpoint
+        self._checkpoint_wake = trio.Event()
+        # Called when a bulk enqueue lets go of a queue (the batcher runs what waited).
+        self.on_free: list[Callable[[], None]] = []
 
     def existing(self, project: Project) -> Queue | None:
-        """The project's queue if it has a database; None (and nothing created) if not."""
+        """The project's queue if it has a database; None (and nothing created) if not.
+        QueueBusy while a bulk enqueue holds it (see `open`)."""
         queue = self._usable(project)
         if queue is not None:
-            return queue
+            return _not_busy(queue)
         if not project.exists():
             raise NotFound(f"project folder {project.path} does not exist")
         if not (
@@ -82,7 +99,12 @@ class QueueArea:
         return choose(project.loki, project.path, self._settings.store).url is not None
 
     def open(self, project: Project) -> Queue:
-        """The project's queue, its database created if need be (for a write)."""
+        """The project's queue, its database created if need be (for a write); QueueBusy
+        while a bulk enqueue holds it (the batcher defers its requests until `on_free`)."""
+        return _not_busy(self._opened(project))
+
+    def _opened(self, project: Project) -> Queue:
+        """`open` without the bulk enqueue's gate (files and memory only)."""
         queue = self._usable(project) or self._open(project)
         if project.path not in self._reconciled:
             # The first write since lokid started: bring lokid's entries in Loki Mode's
@@ -128,12 +150,22 @@ class QueueArea:
             breakers_json=lambda: breakers_file(queue.breakers.snapshot()),
             run_live=lambda: loki_run.is_live(project.loki),
         )
+        commits = [0]
+
+        def changed(states: Any) -> None:
+            views.mark(set(states))
+            commits[0] += 1
+            if commits[0] >= CHECKPOINT_EVERY:
+                commits[0] = 0
+                self._due.add(project.path)
+                self._checkpoint_wake.set()
+
         queue = Queue(
             project.path,
             store,
             config,
             publish,
-            lambda states: views.mark(set(states)),
+            changed,
             clock=getattr(store, "clock", time.time),  # a shared database's: see pg_database
             lease_set=self.lease_set,
         )
@@ -182,8 +214,24 @@ class QueueArea:
             except LokidError as exc:  # a bad queue-store.yaml: said when the file is used
                 log.warning("cannot follow the queue of %s: %s", project.path, exc.message)
 
+    @asynccontextmanager
+    async def bulk(self, project: Project) -> AsyncIterator[Queue]:
+        """Hold the project's queue alone across awaits (a bulk enqueue's transaction):
+        others wait for the gate, and requests meanwhile get QueueBusy (batched ones wait
+        in the batcher until it is free)."""
+        lock = self._bulk_locks.setdefault(project.path, trio.Lock())
+        async with lock:
+            queue = self._opened(project)
+            queue.bulk = True
+            try:
+                yield queue
+            finally:
+                queue.bulk = False
+                for callback in self.on_free:
+                    callback()
+
     def views(self, project: Project) -> ViewWriter:
-        self.open(project)
+        self._opened(project)  # (files only: a bulk enqueue's gate does not apply)
         return self._views[project.path]
 
     def is_own_write(self, project: Project, path: Path) -> bool:
@@ -218,7 +266,7 @@ class QueueArea:
 
     def reload_project(self, project: Project) -> str | None:
         """Re-read the breakers' file; None when it was taken, else why it was refused."""
-        queue = self.open(project)
+        queue = self._opened(project)  # (memory only: a bulk enqueue's gate does not apply)
         config = self._load_config(project)
         if isinstance(config, str):
             return config
@@ -234,6 +282,26 @@ class QueueArea:
             self.reload_project(project)
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._checkpoints)
+            await self._sweeper()
+
+    async def _checkpoints(self) -> None:
+        """Each store's checkpoint in a worker thread once it is due: never on the loop."""
+        while True:
+            await self._checkpoint_wake.wait()
+            self._checkpoint_wake = trio.Event()
+            due, self._due = self._due, set()
+            for path in due:
+                queue = self._queues.get(path)
+                if queue is None:
+                    continue
+                try:
+                    await trio.to_thread.run_sync(queue.store.checkpoint)
+                except Exception as exc:  # the backstop checkpoint still runs at commit
+                    log.warning("checkpoint of %s failed: %s", path, exc)
+
+    async def _sweeper(self) -> None:
         """The sweeper: expire leases and turn breakers half-open when due; reads only until
         then."""
         self.follow_shared()
@@ -269,6 +337,9 @@ class QueueArea:
 
     def _sweep(self, queue: Queue) -> None:
         """On the queue's clock (a shared database's time), waking on this host's."""
+        if queue.bulk:  # its transaction is a bulk enqueue's until it commits
+            self._next_look = min(self._next_look, time.time() + 0.05)
+            return
         now = queue.clock()
         skew = time.time() - now
         lease = queue.next_lease_deadline()
@@ -317,6 +388,15 @@ class QueueArea:
         self._shared.close()
 
 
+def _not_busy(queue: Queue) -> Queue:
+    if queue.bulk:
+        raise QueueBusy(
+            f"the queue of {queue.project} is taking a bulk enqueue; try again shortly",
+            queue=queue,
+        )
+    return queue
+
+
 def db_path(project: Project) -> Path:
     return project.loki / "lokid" / "lokid.db"
 
@@ -334,7 +414,7 @@ def _move_old_database(project: Project) -> None:
         return
     store = SqliteStore(old)  # takes the exclusive lock: no other lokid has it open
     try:
-        store.checkpoint()
+        store.fold_wal()
     finally:
         store.close()
     new.parent.mkdir(parents=True, exist_ok=True)

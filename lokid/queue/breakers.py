@@ -29,7 +29,8 @@ class Breakers:
         self._by_type: dict[str, Breaker] = {}
         # Copy-on-write undo for the open transaction: a rollback (a failed commit, a full
         # disk) puts back the breakers it changed, so memory never drifts from the database.
-        self._undo: dict[str, Breaker | None] | None = None
+        # One level per savepoint (an operation of a group commit), innermost last.
+        self._undo: list[dict[str, Breaker | None]] | None = None
         for row in store.breakers():
             self._by_type[row.type] = Breaker(
                 row.state,  # type: ignore[arg-type]
@@ -52,27 +53,46 @@ class Breakers:
 
     def _mutable(self, task_type: str) -> Breaker:
         """The breaker, about to change: remember it as it was for a rollback."""
-        if self._undo is not None and task_type not in self._undo:
+        if self._undo is not None and task_type not in (level := self._undo[-1]):
             before = self._by_type.get(task_type)
-            self._undo[task_type] = None if before is None else replace(before)
+            level[task_type] = None if before is None else replace(before)
         return self._get(task_type)
 
     # -- the unit of work's undo ---------------------------------------------------------
 
     def begin(self) -> None:
         if self._undo is None:
-            self._undo = {}
+            self._undo = [{}]
 
     def commit(self) -> None:
         self._undo = None
 
     def rollback(self) -> None:
-        for task_type, before in (self._undo or {}).items():
+        for level in reversed(self._undo or []):  # the outermost's before-states win
+            self._restore(level)
+        self._undo = None
+
+    def savepoint(self) -> None:
+        if self._undo is not None:
+            self._undo.append({})
+
+    def release(self) -> None:
+        if self._undo is not None and len(self._undo) > 1:
+            inner = self._undo.pop()
+            outer = self._undo[-1]
+            for task_type, before in inner.items():
+                outer.setdefault(task_type, before)
+
+    def rollback_to(self) -> None:
+        if self._undo is not None and len(self._undo) > 1:
+            self._restore(self._undo.pop())
+
+    def _restore(self, level: dict[str, Breaker | None]) -> None:
+        for task_type, before in level.items():
             if before is None:
                 self._by_type.pop(task_type, None)
             else:
                 self._by_type[task_type] = before
-        self._undo = None
 
     def _apply(self, task_type: str, b: Breaker, topics: list[str], changed: bool = False) -> None:
         """Store the breaker if anything changed, and announce its transitions."""

@@ -17,10 +17,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import msgspec
+import trio
 
 from lokid.domain import queue as rules
 from lokid.domain.queue import decide_failure, idempotency_key
-from lokid.errors import Conflict, InvalidParams, NotFound
+from lokid.errors import Conflict, InvalidParams, NotFound, QueueBusy, TooLarge
 from lokid.queue.breaker_config import BreakerConfigs
 from lokid.queue.breakers import Breakers
 from lokid.queue.loki_tasks import (
@@ -41,6 +42,7 @@ from lokid.wire.queue import (
     Blocked,
     ClaimResult,
     Enqueued,
+    NewTask,
     Stats,
     Task,
     TaskResult,
@@ -49,6 +51,20 @@ from lokid.wire.queue import (
 from lokid.wire.times import iso, parse_iso
 
 log = logging.getLogger("lokid.queue")
+
+# One task's JSON document (with its extra fields) at most: a task is a message, not a
+# file store, and a 200 MB task once cost 7 s and 2.4 GB to take in.
+MAX_TASK_BYTES = 1024 * 1024
+
+
+class Prepared(NamedTuple):
+    """A task parsed for enqueueing, before the database is asked anything."""
+
+    new: NewTask
+    extras: dict[str, Any]
+    key: str
+    where: str
+    loki_priority: str | None = None  # a story's priority as Loki Mode wrote it
 
 
 class Claim(NamedTuple):
@@ -82,6 +98,7 @@ class Queue:
         self._depended_on: set[str] = set() if self._shared else store.depended_on()
         self.clock = clock
         self.rng = rng or random.Random()
+        self.bulk = False  # inside a bulk enqueue's transaction (see QueueArea.bulk)
 
     def transaction(self):
         """The store's transaction, with this queue's events and view updates after commit."""
@@ -113,47 +130,121 @@ class Queue:
     # -- enqueue -----------------------------------------------------------------------
 
     def enqueue(self, raw: dict[str, Any]) -> Enqueued:
-        with self.transaction():
-            return self._add(raw, self.clock(), "task")
+        return self.add_prepared([self.prepare_one(raw, "task")])[0]
 
     def enqueue_many(self, raws: list[dict[str, Any]]) -> list[Enqueued]:
         """All or nothing: one bad task rejects the batch, naming its index."""
-        now = self.clock()
-        with self.transaction():
-            return [self._add(raw, now, f"tasks[{i}]") for i, raw in enumerate(raws)]
+        return self.add_prepared(self.prepare(raws))
 
-    def _add(
-        self, raw: dict[str, Any], now: float, where: str, loki_priority: str | None = None
-    ) -> Enqueued:
+    def prepare(self, raws: list[dict[str, Any]], first: int = 0) -> list[Prepared]:
+        return self.prepare_one_chunk(raws, first)
+
+    @classmethod
+    def prepare_one_chunk(cls, raws: list[dict[str, Any]], first: int = 0) -> list[Prepared]:
+        """The part of an enqueue that needs no database (parsing, idempotency keys): done
+        before the transaction, in chunks between which other clients are served."""
+        return [cls.prepare_one(raw, f"tasks[{i}]") for i, raw in enumerate(raws, first)]
+
+    @staticmethod
+    def prepare_one(raw: dict[str, Any], where: str, loki_priority: str | None = None) -> Prepared:
         new, extras = parse_new_task(raw, where)
         try:
             key = idempotency_key(new.payload)
         except ValueError as exc:
             raise InvalidParams(f"{where}: payload is not JSON: {exc}") from exc
-        key = new.idempotency_key or key
-        existing = self.store.live_id_for_key(key)
-        if existing is not None:
-            return Enqueued(existing, True)
+        return Prepared(new, extras, new.idempotency_key or key, where, loki_priority)
+
+    def add_prepared(self, items: list[Prepared]) -> list[Enqueued]:
+        """Enqueue prepared tasks in one transaction: all or nothing."""
+        now = self.clock()
+        with self.transaction():
+            return self._add_all(items, now)
+
+    async def add_in_chunks(self, items: list[Prepared], chunk: int) -> list[Enqueued]:
+        """`add_prepared` for a big batch: still one transaction (all or nothing, and a
+        reply only after its commit), with the other clients served between chunks. The
+        caller holds the queue's bulk gate (`QueueArea.bulk`), so nothing else joins this
+        transaction or reads it half-written while it waits."""
+        now = self.clock()
+        results: list[Enqueued] = []
+        unit = self._unit
+        unit.held_events = held = []
+        try:
+            with self.transaction():
+                for start in range(0, len(items), chunk):
+                    if start:
+                        await trio.sleep(0)
+                    results += self._add_all(items[start : start + chunk], now)
+        finally:
+            unit.held_events = None
+        for start in range(0, len(held), chunk):  # committed: now tell the subscribers
+            await trio.sleep(0)
+            for event in held[start : start + chunk]:
+                unit.publish(event)
+        return results
+
+    def _add_all(self, items: list[Prepared], now: float) -> list[Enqueued]:
+        """Each task as if enqueued one after the other, with the database asked once for
+        all of them (live keys, ids taken, dependencies) and the rows written together."""
+        store = self.store
+        live = store.live_ids_for_keys({p.key for p in items})
+        taken = store.states_of({p.new.id for p in items if p.new.id})
+        states = store.states_of({d for p in items for d in p.new.dependencies})
+        created = iso(now)
+        results: list[Enqueued] = []
+        rows: list[tuple[TaskRow, list[str], str, str, str | None]] = []
+        for p in items:
+            existing = live.get(p.key)
+            if existing is not None:
+                results.append(Enqueued(existing, True))
+                continue
+            row, deps = self._new_row(p, created, taken, states)
+            rows.append((row, deps, p.key, created, p.loki_priority))
+            live[p.key] = row.id
+            taken[row.id] = states[row.id] = "pending"
+            results.append(Enqueued(row.id, False))
+        store.insert_many(rows)
+        unit = self._unit
+        for row, deps, *_ in rows:
+            if not self._shared:
+                self._depended_on.update(deps)
+            unit.count("pending", row.type, +1)
+            unit.emit(ev.QueueEnqueued(id=row.id, type=row.type, priority=row.priority))
+        if rows:
+            unit.touch("pending")
+        return results
+
+    def _new_row(
+        self, p: Prepared, created: str, taken: dict[str, str], states: dict[str, str]
+    ) -> tuple[TaskRow, list[str]]:
+        new, where = p.new, p.where
         task_id = new.id or str(uuid.uuid4())
-        if self.store.get(task_id) is not None:
+        if task_id in taken:
             raise Conflict(f"{where}: a task with id {task_id!r} already exists")
         deps = list(dict.fromkeys(new.dependencies))
-        states = self.store.states_of(deps)
         missing = [d for d in deps if d not in states]
         if missing:
             raise InvalidParams(f"{where}: dependencies name unknown tasks: {', '.join(missing)}")
         task = Task(
             id=task_id,
-            idempotency_key=key,
+            idempotency_key=p.key,
             type=new.type,
             priority=priority(new.priority, where),
             dependencies=deps,
             payload=new.payload,
-            created_at=iso(now),
+            created_at=created,
             timeout=new.timeout,
             max_retries=new.max_retries,
             backoff_seconds=new.backoff_seconds,
         )
+        doc, extra = task_doc(task, where), encode_extras(p.extras, where)
+        size = len(doc) + (len(extra) if extra else 0)
+        if size > MAX_TASK_BYTES:
+            raise TooLarge(
+                f"{where}: the task is {size:,} bytes as JSON; at most {MAX_TASK_BYTES:,} "
+                "(keep large data in files and put their paths in the payload)",
+                {"limit": MAX_TASK_BYTES, "size": size},
+            )
         row = TaskRow(
             seq=0,
             id=task_id,
@@ -166,16 +257,10 @@ class Queue:
             claimed_by=None,
             rate_limits=0,
             probe=False,
-            doc=task_doc(task, where),
-            extra=encode_extras(extras, where),
+            doc=doc,
+            extra=extra,
         )
-        self.store.insert(row, deps, key, task.created_at, loki_priority)
-        if not self._shared:
-            self._depended_on.update(deps)
-        self._unit.count("pending", task.type, +1)
-        self._unit.touch("pending")
-        self._unit.emit(ev.QueueEnqueued(id=task_id, type=task.type, priority=task.priority))
-        return Enqueued(task_id, False)
+        return row, deps
 
     # -- claim and leases --------------------------------------------------------------
 
@@ -458,6 +543,8 @@ class Queue:
         skipped and described, never half-imported. lokid's own entries (marked
         `managedBy: lokid`) and tasks deleted for good are never taken back.
         """
+        if self.bulk:
+            raise QueueBusy(f"the queue of {self.project} is taking a bulk enqueue; try again")
         now = self.clock()
         imported = skipped = 0
         problems: list[str] = []
@@ -476,8 +563,9 @@ class Queue:
                     continue
                 try:
                     task, loki_priority = from_loki(entry, known)
-                    result = self._add(task, now, f"entry {index}", loki_priority)
-                except (InvalidParams, Conflict) as exc:
+                    prepared = self.prepare_one(task, f"entry {index}", loki_priority)
+                    result = self._add_all([prepared], now)[0]  # refused before any write
+                except (InvalidParams, Conflict, TooLarge) as exc:
                     problems.append(exc.message)
                     continue
                 if result.duplicate:

@@ -124,6 +124,8 @@ def decode_notice(payload: str) -> tuple[list[EventData], list[str]]:
 
 
 class SharedUnit(UnitOfWork):
+    groupable = False  # each transaction commits (and notifies) on its own
+
     def __init__(self, store: SharedStore, *args: Any) -> None:
         super().__init__(store, *args)
         self.shared_store = store

@@ -22,9 +22,10 @@ from typing import Any
 import msgspec
 import trio
 
-from lokid.errors import Cancelled, InvalidRequest, LokidError, ParseError, TooLarge, wire_error
-from lokid.server.dispatch import Call, Dispatch, Method
-from lokid.server.outbox import Outbox
+from lokid.errors import Cancelled, InvalidRequest, LokidError, ParseError, QueueBusy, TooLarge
+from lokid.server.batch import Batcher, Ready, SpinPolicy
+from lokid.server.dispatch import Call, Dispatch, Method, error_of
+from lokid.server.outbox import Outbox, OutboxPool
 from lokid.wire.daemon import CancelNoticeParams, Event
 from lokid.wire.framing import HEADER, FrameDecoder
 from lokid.wire.messages import (
@@ -57,6 +58,7 @@ class Limits:
     outbox_limit: int
     max_inflight: int
     spin_us: float
+    outbox_total: int = 0  # bytes queued for all clients together (0: no cap)
 
 
 def encode_message(msg: Response | Notification) -> bytearray:
@@ -67,9 +69,16 @@ def encode_message(msg: Response | Notification) -> bytearray:
     return buf
 
 
-def error_of(exc: BaseException, where: str) -> Error:
-    """The error of a reply, for any exception (see `lokid.errors.wire_error`)."""
-    return Error(*wire_error(exc, where))
+def reply_frame(msgid: int | None, error: Error | None, result: Any, max_frame: int) -> bytearray:
+    """A reply's frame; a result that cannot be encoded or is too large becomes an error."""
+    try:
+        frame = encode_message(Response(msgid, error, result))
+    except (msgspec.EncodeError, TypeError, OverflowError) as exc:
+        frame = encode_message(Response(msgid, error_of(exc, "encoding a reply")))
+    if len(frame) - 4 > max_frame:
+        message = f"reply of {len(frame) - 4} bytes exceeds the frame limit; ask for less"
+        frame = encode_message(Response(msgid, error_of(TooLarge(message), "reply")))
+    return frame
 
 
 def _guess_msgid(frame: bytes) -> int | None:
@@ -91,6 +100,8 @@ class Connection:
         dispatch: Dispatch,
         on_close: Callable[[Connection], None] = lambda conn: None,
         peer_pid: int | None = None,
+        batcher: Batcher | None = None,
+        pool: OutboxPool | None = None,
     ) -> None:
         self.id = next(_ids)
         self.peer_pid = peer_pid
@@ -99,9 +110,13 @@ class Connection:
         self._dispatch = dispatch
         self._on_close = on_close
         self._max_frame = limits.max_frame
+        self._limit = limits.outbox_limit
         self._spin_ns = int(limits.spin_us * 1000)
         self._frames = FrameDecoder(limits.max_frame)
-        self.outbox = Outbox(sock, limits.outbox_limit)
+        self._batcher = batcher
+        self._read_ns = 0  # when the last bytes were read (perf_counter_ns)
+        self._spin = SpinPolicy()
+        self.outbox = Outbox(sock, limits.outbox_limit, pool, f"connection {self.id}")
         self._slots = trio.Semaphore(limits.max_inflight)
         self._inflight: dict[int, trio.CancelScope] = {}
         self._read_scope = trio.CancelScope()
@@ -117,6 +132,8 @@ class Connection:
                 client_left = False
                 with self._read_scope:
                     client_left = await self._read_loop(nursery)
+                if self._batcher is not None:
+                    self._batcher.flush()  # what this client sent is answered first
                 if client_left:
                     # Nobody is left to answer; abandon the work.
                     nursery.cancel_scope.cancel()
@@ -126,6 +143,7 @@ class Connection:
                     nursery.cancel_scope.cancel()
         finally:
             self._on_close(self)
+            self.outbox.close()
             self._sock.close()
             log.debug("connection %d closed", self.id)
 
@@ -172,8 +190,16 @@ class Connection:
                         self._frames.pending,
                     )
                 return True
+            batcher = self._batcher
+            if batcher is not None:
+                now = self._read_ns = clock()
+                batcher.read_by(self, now)
             for frame in self._frames.feed(data):
                 await self._on_frame(frame, nursery)
+            if batcher is not None and batcher.pending:
+                batcher.ready(self, now)
+            if self.outbox.backlog > self._limit:
+                await self.outbox.wait_room()  # replies of a batch: read more once they left
             if (too_large := self._frames.error) is not None:
                 log.warning("connection %d: %s; closing it", self.id, too_large)
                 await self._send_error(None, TooLarge(str(too_large), {"limit": too_large.limit}))
@@ -190,16 +216,23 @@ class Connection:
         """
         if not self._spin_ns or self.outbox.backlog:
             return None
-        if trio.lowlevel.current_statistics().tasks_runnable:
-            return None
         clock = time.perf_counter_ns
-        deadline = clock() + self._spin_ns
+        start = clock()
+        batcher = self._batcher
+        if batcher is not None and (batcher.pending or not batcher.alone(self, start)):
+            return None
+        if trio.lowlevel.current_statistics().tasks_runnable or not self._spin.should_spin():
+            return None
+        deadline = start + self._spin_ns
         sock = self._sock
         while clock() < deadline:
             try:
-                return sock.recv(RECV_SIZE)
+                data = sock.recv(RECV_SIZE)
             except BlockingIOError:
-                pass
+                continue
+            self._spin.record(True)
+            return data
+        self._spin.record(False)
         return None
 
     async def _on_frame(self, frame: bytes, nursery: trio.Nursery) -> None:
@@ -243,13 +276,39 @@ class Connection:
             await self._send_error(req.msgid, exc)
             return
         call = self._dispatch.call(self, req.msgid)
+        batcher = self._batcher
+        if batcher is not None:
+            if method.batch:
+                if batcher.pending or not batcher.alone(self, self._read_ns):
+                    batcher.add(Ready(self, method, call, params))
+                    return
+                self._run_alone(method, call, params)  # a lone client: nothing to batch with
+                return
+            if batcher.pending:
+                batcher.flush()  # this client's earlier requests run before this one
         if not method.is_async:
             await self._reply(req.msgid, *self._call_sync(method, call, params))
             return
         await self._slots.acquire()
         scope = trio.CancelScope()
         self._inflight[req.msgid] = scope
-        nursery.start_soon(self._call_async, method, call, params, scope)
+        if method.inline:
+            await self._call_async(method, call, params, scope)
+        else:
+            nursery.start_soon(self._call_async, method, call, params, scope)
+
+    def _run_alone(self, method: Method, call: Call, params: Any) -> None:
+        """A batchable request of the only client sending: run it now, as a batch of one
+        would be (its own transaction), without the batch's bookkeeping."""
+        try:
+            result, error = method.handler(call, params), None
+        except QueueBusy:  # its project is a bulk enqueue's: it waits in the batcher
+            assert self._batcher is not None
+            self._batcher.defer(Ready(self, method, call, params))
+            return
+        except Exception as exc:
+            result, error = None, error_of(exc, method.name)
+        self.reply_now(call.msgid, error, result)
 
     def _call_sync(self, method: Method, call: Call, params: Any) -> tuple[Error | None, Any]:
         try:
@@ -280,14 +339,11 @@ class Connection:
     # -- writing -----------------------------------------------------------------------
 
     async def _reply(self, msgid: int | None, error: Error | None, result: Any) -> None:
-        try:
-            frame = encode_message(Response(msgid, error, result))
-        except (msgspec.EncodeError, TypeError, OverflowError) as exc:
-            frame = encode_message(Response(msgid, error_of(exc, "encoding a reply")))
-        if len(frame) - 4 > self._max_frame:
-            message = f"reply of {len(frame) - 4} bytes exceeds the frame limit; ask for less"
-            frame = encode_message(Response(msgid, error_of(TooLarge(message), "reply")))
-        await self.outbox.send_reply(frame)
+        await self.outbox.send_reply(reply_frame(msgid, error, result, self._max_frame))
+
+    def reply_now(self, msgid: int, error: Error | None, result: Any) -> None:
+        """A batch's reply: queued at once; the read loop waits for room before reading on."""
+        self.outbox.push_reply(reply_frame(msgid, error, result, self._max_frame))
 
     async def _send_error(self, msgid: int | None, exc: LokidError) -> None:
         await self._reply(msgid, error_of(exc, "request"), None)

@@ -18,10 +18,10 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
-from lokid.errors import InvalidParams, MethodNotFound
+from lokid.errors import InvalidParams, MethodNotFound, wire_error
 from lokid.hub import Subscriber
 from lokid.wire.daemon import Empty, Event
-from lokid.wire.messages import UNDECODABLE
+from lokid.wire.messages import UNDECODABLE, Error
 
 A = TypeVar("A")
 
@@ -45,6 +45,11 @@ class Call(Generic[A]):
     msgid: int
 
 
+def error_of(exc: BaseException, where: str) -> Error:
+    """The error of a reply, for any exception (see `lokid.errors.wire_error`)."""
+    return Error(*wire_error(exc, where))
+
+
 @dataclass(frozen=True, slots=True)
 class Method:
     name: str
@@ -52,6 +57,13 @@ class Method:
     handler: Callable[[Call[Any], Any], Any]
     is_async: bool
     decoder: msgspec.msgpack.Decoder
+    # A sync handler whose writes may share a group commit with other requests' (the
+    # queue's operations): the connection hands it to the daemon's batcher.
+    batch: bool = False
+    # An async handler the connection awaits before reading on, as it runs a sync one: for
+    # big work that yields between chunks (others are served meanwhile) but whose params
+    # are large, so a pipelining client must not have 64 of them decoded at once.
+    inline: bool = False
 
     def decode_params(self, raw: bytes) -> Any:
         try:
@@ -67,15 +79,22 @@ class Router:
     def __init__(self) -> None:
         self.methods: dict[str, Method] = {}
 
-    def method(self, name: str, params: type = Empty) -> Callable[[Callable], Callable]:
+    def method(
+        self, name: str, params: type = Empty, *, batch: bool = False, inline: bool = False
+    ) -> Callable[[Callable], Callable]:
         def register(handler: Callable) -> Callable:
+            is_async = inspect.iscoroutinefunction(handler)
+            if batch and is_async:
+                raise ValueError(f"method {name!r}: only a sync handler can run in a batch")
             self._add(
                 Method(
                     name=name,
                     params=params,
                     handler=handler,
-                    is_async=inspect.iscoroutinefunction(handler),
+                    is_async=is_async,
                     decoder=msgspec.msgpack.Decoder(params),
+                    batch=batch,
+                    inline=inline,
                 )
             )
             return handler
@@ -100,10 +119,14 @@ class Router:
 
 @dataclass(frozen=True, slots=True)
 class Dispatch:
-    """A router bound to the app its handlers serve: what a connection dispatches through."""
+    """A router bound to the app its handlers serve: what a connection dispatches through.
+
+    `group` makes one group commit (lokid.queue.unit.GroupCommit) for a batch of the
+    methods marked `batch`; without it every request runs on its own."""
 
     router: Router
     app: Any
+    group: Callable[[], Any] | None = None
 
     def lookup(self, name: str) -> Method:
         return self.router.lookup(name)

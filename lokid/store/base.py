@@ -37,6 +37,11 @@ class BreakerRow:
     reason: str | None
 
 
+# A task to insert: its row, dependencies, idempotency key, creation time, and a story's
+# priority as Loki Mode wrote it (or None).
+NewRow = tuple[TaskRow, list[str], str, str, str | None]
+
+
 class ViewReader(Protocol):
     """What the view writer reads, in its own thread, apart from the writer's connection."""
 
@@ -59,7 +64,22 @@ class QueueStore(Protocol):
     """
 
     def transaction(self) -> AbstractContextManager[None]: ...
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested transaction inside the open one (group commit: one per operation).
+
+        On leaving it normally its changes stay in the open transaction, still to be
+        committed with it; on an exception only what was done inside it is undone (SQL's
+        SAVEPOINT, ROLLBACK TO, RELEASE) and the exception propagates, while the open
+        transaction and everything done before the savepoint stay as they were. Only
+        valid inside `transaction()`.
+        """
+
     def close(self) -> None: ...
+    def checkpoint(self) -> None:
+        """Housekeeping of the store's journal that must not run on the event loop (SQLite:
+        copy the WAL into the database); called from a worker thread after many commits.
+        A store without such work does nothing."""
+
     def view_reader(self) -> ViewReader:
         """A reader for the view writer's thread, apart from the writer's connection."""
 
@@ -67,6 +87,13 @@ class QueueStore(Protocol):
     def get(self, task_id: str) -> TaskRow | None: ...
     def states_of(self, ids: Iterable[str]) -> dict[str, str]: ...
     def live_id_for_key(self, key: str) -> str | None: ...
+    def live_ids_for_keys(self, keys: Iterable[str]) -> dict[str, str]:
+        """key -> task id, for the keys that are live (one round trip for a batch)."""
+
+    def insert_many(self, rows: list[NewRow]) -> None:
+        """`insert` for each (row, dependencies, idem, created, loki_priority), in order,
+        as one write."""
+
     def hold_key(self, key: str, task_id: str) -> None: ...
     def release_key(self, key: str, task_id: str) -> None: ...
     def insert(

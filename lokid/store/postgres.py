@@ -28,7 +28,7 @@ from psycopg import sql
 
 from lokid.domain.queue import CLAIM_ORDER_SQL, PRIORITY_BANDS
 from lokid.errors import Conflict
-from lokid.store.base import BreakerRow, TaskRow
+from lokid.store.base import BreakerRow, NewRow, TaskRow
 from lokid.store.pg_database import RETRYABLE, Database
 
 _COLUMNS = (
@@ -181,6 +181,15 @@ class PostgresStore:
         """Reads a decision rests on lock their rows, inside a transaction."""
         return " FOR UPDATE" if self._conn is not None else ""
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction (SAVEPOINT) inside the open one."""
+        with self._use() as conn, conn.transaction():
+            yield
+
+    def checkpoint(self) -> None:
+        """Nothing to do: the server keeps its own journal."""
+
     def close(self) -> None:
         """The pool belongs to the `Database` (other projects use it)."""
 
@@ -269,6 +278,15 @@ class PostgresStore:
                 )
         self.hold_key(idem, row.id)
         return r[0]
+
+    def live_ids_for_keys(self, keys: Iterable[str]) -> dict[str, str]:
+        """Each key under its advisory lock (`live_id_for_key`), as enqueues one by one."""
+        found = ((key, self.live_id_for_key(key)) for key in keys)
+        return {key: task_id for key, task_id in found if task_id is not None}
+
+    def insert_many(self, rows: list[NewRow]) -> None:
+        for row, deps, idem, created, loki_priority in rows:
+            self.insert(row, deps, idem, created, loki_priority)
 
     def update(self, row: TaskRow) -> None:
         self._run(
