@@ -10,10 +10,7 @@ import time
 
 import pytest
 from clisupport import LOKICTL, in_pty, user_env
-from dockerenv import docker_env, engine
 from test_runs import spawn, stop_file
-
-__all__ = ["docker_env", "engine"]  # session fixtures used here
 
 pytestmark = pytest.mark.docker
 
