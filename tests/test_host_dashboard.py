@@ -11,13 +11,10 @@ so parallel test sessions on this machine never meet.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -28,40 +25,14 @@ from typing import Any
 import pytest
 from clisupport import LOKICTL, in_pty, user_env
 from dockerenv import DockerEnv, spawn
+from hostdash import FAKES, free_pair, path_with_fake_loki, path_without_loki, stop_dashboard
 
 from support import Lokid, wait_until
 
 pytestmark = pytest.mark.docker
 
-FAKES = Path(__file__).resolve().parent / "fake_loki"
 PLAIN = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 URL_CALL = ["dashboard", "url", "--format", "json"]
-
-
-def _free_pair() -> int:
-    """A port p such that p and p + 1 are free on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65535 and all(_free(p) for p in (port, port + 1)):
-            return port
-    raise AssertionError("no two free ports in a row")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _path_without_loki() -> str:
-    """This machine's PATH less any folder with a real `loki` in it."""
-    dirs = os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
-    return os.pathsep.join(d for d in dirs if not shutil.which("loki", path=d))
 
 
 class Host:
@@ -72,14 +43,14 @@ class Host:
         self.lokid = lokid
         self.home = root / "home"
         self.browser_log = root / "browser.log"
-        self.port = _free_pair()
+        self.port = free_pair()
 
     def env(self, cwd: Path, **extra: str) -> dict[str, str]:
         env = user_env(
             self.lokid,
             cwd,
             self.home,
-            PATH=f"{FAKES}{os.pathsep}{_path_without_loki()}",
+            PATH=path_with_fake_loki(),
             BROWSER=str(FAKES / "browser"),
             FAKE_BROWSER_LOG=str(self.browser_log),
             LOKI_DASHBOARD_PORT=str(self.port),
@@ -131,9 +102,7 @@ class Host:
         return {p["path"]: p["running"] for p in body["projects"]}
 
     def stop_dashboard(self) -> None:
-        pid_file = self.home / ".loki" / "dashboard" / "dashboard.pid"
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        stop_dashboard(self.home)
 
 
 @pytest.fixture
@@ -252,7 +221,7 @@ def test_without_loki_a_one_line_hint_and_a_hung_loki_is_stopped(
     timeout, and the run is not held up."""
     engine.publish()
     a, b, c = folder(tmp_short, "a"), folder(tmp_short, "b"), folder(tmp_short, "c")
-    code, screen = host.pty(a, "run", "start", PATH=_path_without_loki())
+    code, screen = host.pty(a, "run", "start", PATH=path_without_loki())
     assert code == 0, screen
     hints = [line for line in screen.splitlines() if line.startswith("lokictl: hint:")]
     assert hints == [
@@ -260,7 +229,7 @@ def test_without_loki_a_one_line_hint_and_a_hung_loki_is_stopped(
         "-g loki-mode, or brew tap asklokesh/tap && brew install loki-mode); its dashboard "
         "lists this run"
     ], screen
-    piped = host.piped(b, "--json", "run", "start", PATH=_path_without_loki())
+    piped = host.piped(b, "--json", "run", "start", PATH=path_without_loki())
     assert piped.returncode == 0 and piped.stderr == ""
     assert json.loads(piped.stdout)["dashboard"]["state"] == "absent"
     assert host.calls() == [] and host.opened() == []
