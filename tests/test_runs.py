@@ -491,6 +491,23 @@ def test_session_json_says_running_while_the_container_runs(engine, lokid, tmp_s
     assert session(path) == final
 
 
+def test_session_json_stays_fresh_while_the_run_is_up(engine, tmp_short):
+    """Loki Mode's dashboard takes a session without a pid as live for 5 minutes after its
+    `updatedAt`: lokid refreshes it while the run is up (every 0.2 s here, 60 by default)."""
+    daemon = spawn(engine, tmp_short, LOKID_SESSION_REFRESH="0.2")
+    try:
+        engine.publish()
+        path = project(tmp_short, "app")
+        start(daemon, path)
+        first = session(path)["updatedAt"]
+        wait_until(lambda: session(path)["updatedAt"] != first, 10, "a fresh updatedAt")
+        assert session(path)["status"] == "running"
+        daemon.call("run.stop", {"project": path})
+        assert session(path)["status"] == "stopped"
+    finally:
+        daemon.kill()
+
+
 def test_logs_follow_streams_to_the_requester_until_the_container_ends(engine, lokid, tmp_short):
     engine.publish()
     path = project(tmp_short, "app")

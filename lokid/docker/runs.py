@@ -30,7 +30,7 @@ from lokid.docker.config import FIXED_ENV, RunConfig
 from lokid.docker.engine import Engine
 from lokid.docker.images import Images
 from lokid.domain import containers as rules
-from lokid.errors import Conflict, LokidError, NotFound
+from lokid.errors import Conflict, LokidError, NotFound, guarded
 from lokid.files import registry
 from lokid.projects import Project, Projects
 from lokid.secret_env import SECRET_VARS
@@ -385,6 +385,22 @@ class Runs:
             await deliver(info.container, self.engine.clean(pending.decode(errors="replace")))
         await deliver(info.container, None)
         return info.container, [], count
+
+    async def keep_sessions_fresh(self) -> None:
+        """For the daemon's life: refresh `updatedAt` in session.json of every run up, since
+        Loki Mode's dashboard takes a session without a pid as live only for 5 minutes after
+        it (its status panel would call the run stopped)."""
+        while True:
+            await trio.sleep(self.config.session_refresh)
+            for path, tracker in list(self._trackers.items()):
+                if tracker.id:
+                    await guarded(f"refreshing {path}'s session.json", self._touch, path)
+
+    async def _touch(self, path: str) -> None:
+        try:
+            await self._files(registry.touch_session, path)
+        except OSError as exc:
+            raise LokidError(f"{type(exc).__name__}: {exc}") from exc
 
     def idle(self) -> bool:
         """For idle exit: no run lokid started or adopted is up, and none is being started."""

@@ -215,11 +215,9 @@ def read_session(project_dir: str) -> dict[str, Any] | None:
     return session if isinstance(session, dict) else None
 
 
-def mark_session_stopped(project_dir: str) -> bool:
-    """The run ended: `status: stopped` (with `endedAt`), but only in a session.json lokid
-    wrote that still says running. Loki Mode's runner sets its own final status when it
-    ends, and a skill session started since is not lokid's to end. A project folder that
-    is gone is not made again."""
+def _update_own_session(project_dir: str, **changes: Any) -> bool:
+    """Change session.json under the dashboard's lock, but only one lokid wrote that still
+    says running; a folder that is gone is not made again."""
     if not (Path(project_dir) / SESSION_JSON).is_file():
         return False
     try:
@@ -231,10 +229,23 @@ def mark_session_stopped(project_dir: str) -> bool:
                 or session.get("invokedVia") != SESSION_WRITER
             ):
                 return False
-            now = _now()
-            session.update(status="stopped", updatedAt=now, endedAt=now)
+            session.update(changes)
             data = json.dumps(session, indent=2).encode()
             write_atomic(Path(project_dir) / SESSION_JSON, data)
             return True
     except FileNotFoundError:  # the folder went away meanwhile
         return False
+
+
+def touch_session(project_dir: str) -> bool:
+    """A fresh `updatedAt` in the running session.json lokid wrote."""
+    return _update_own_session(project_dir, updatedAt=_now())
+
+
+def mark_session_stopped(project_dir: str) -> bool:
+    """The run ended: `status: stopped` (with `endedAt`), but only in a session.json lokid
+    wrote that still says running. Loki Mode's runner sets its own final status when it
+    ends, and a skill session started since is not lokid's to end. A project folder that
+    is gone is not made again."""
+    now = _now()
+    return _update_own_session(project_dir, status="stopped", updatedAt=now, endedAt=now)
