@@ -217,12 +217,13 @@ def test_without_loki_a_one_line_hint_and_a_hung_loki_is_stopped(
     engine: DockerEnv, host: Host, tmp_short: Path
 ) -> None:
     """No `loki` on PATH: the run starts and one line says how to get the dashboard (in
-    the JSON with --json, nothing on stderr). A `loki` that hangs is stopped after the
-    timeout, and the run is not held up."""
+    the JSON with --json, nothing on stderr); the old --api is ignored with a warning. A
+    `loki` that hangs is stopped after the timeout, and the run is not held up."""
     engine.publish()
     a, b, c = folder(tmp_short, "a"), folder(tmp_short, "b"), folder(tmp_short, "c")
-    code, screen = host.pty(a, "run", "start", PATH=path_without_loki())
+    code, screen = host.pty(a, "run", "start", "--api", PATH=path_without_loki())
     assert code == 0, screen
+    assert "lokictl: warning: --api is ignored: the container's dashboard stays off" in screen
     hints = [line for line in screen.splitlines() if line.startswith("lokictl: hint:")]
     assert hints == [
         "lokictl: hint: no host dashboard: Loki Mode's `loki` CLI is not on PATH (npm install "
