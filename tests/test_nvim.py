@@ -14,9 +14,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from editorhosts import need, nvim_current
+from hostdash import free_pair, path_with_fake_loki, path_without_loki, stop_dashboard
 
 from support import Lokid, no_engine, wait_until
 
@@ -232,3 +234,48 @@ def test_the_plugin_uses_nothing_current_neovim_deprecates() -> None:
                 if re.search(rf"{before}{re.escape(name)}(?!\w)", code):
                     found.append(f"{path.relative_to(ROOT)}:{n}: {name}")
     assert not found, "deprecated in current Neovim:\n" + "\n".join(found)
+
+
+def test_host_dashboard_started_reused_timed_out_or_hinted(
+    nvim: str, tmp_short: Path, project: Path
+) -> None:
+    """Start Run's host dashboard (clients/nvim/lua/loki/dashboard.lua) against the stand-in
+    `loki` CLI (tests/fake_loki): started, reused, a hung one stopped, none: the hint."""
+    try:
+        run_case(
+            nvim,
+            "dashboard",
+            tmp_short / "none.sock",
+            project,
+            PATH=path_with_fake_loki(),
+            LOKI_DASHBOARD_PORT=str(free_pair()),
+            LOKI_TEST_PATH_WITHOUT_LOKI=path_without_loki(),
+        )
+    finally:
+        stop_dashboard(project.parent)
+
+
+@pytest.mark.docker
+def test_run_starts_the_host_dashboard(nvim: str, engine: Any, tmp_short: Path) -> None:
+    """`:Loki run` on a real engine, then Loki Mode's dashboard on the host is started and
+    its address said (HOME is shared with lokid, so the dashboard reads lokid's registry)."""
+    from dockerenv import spawn
+
+    engine.publish()
+    daemon = spawn(engine, tmp_short)
+    project = tmp_short / "proj"
+    (project / ".loki").mkdir(parents=True)
+    try:
+        run_case(
+            nvim,
+            "run_dashboard",
+            daemon.socket,
+            project,
+            timeout=120,
+            HOME=str(tmp_short / "home"),
+            PATH=path_with_fake_loki(),
+            LOKI_DASHBOARD_PORT=str(free_pair()),
+        )
+    finally:
+        stop_dashboard(tmp_short / "home")
+        daemon.kill()

@@ -50,7 +50,7 @@ def test_endpoint_unknown_or_default_context_falls_back(tmp_path):
 
 def _register_many(home: str, prefix: str, count: int) -> None:
     for i in range(count):
-        registry.register_running(f"/work/{prefix}{i}", None, Path(home))
+        registry.register_running(f"/work/{prefix}{i}", Path(home))
 
 
 def test_registry_concurrent_writers_lose_no_entry(tmp_path):
@@ -78,12 +78,28 @@ def test_registry_concurrent_writers_lose_no_entry(tmp_path):
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_registry_mark_stopped_keeps_the_entry(tmp_path):
-    registry.register_running("/work/app", 57374, tmp_path)
+def test_registry_mark_stopped_keeps_the_entry_and_a_local_runs_port(tmp_path):
+    folder = registry.registry_dir(tmp_path)
+    folder.mkdir(parents=True)
+    local = {"id": project_id("/work/app"), "path": "/work/app", "pid": 1, "port": 57374}
+    (folder / "projects.json").write_text(json.dumps({"projects": {local["id"]: local}}))
+    registry.register_running("/work/app", tmp_path)  # a container run: no port of its own
     assert registry.mark_stopped("/work/app", tmp_path)
     entry = registry.registry_entries(tmp_path)[0]
     assert (entry["status"], entry["pid"], entry["port"]) == ("stopped", None, 57374)
     assert not registry.mark_stopped("/work/unknown", tmp_path)
+
+
+def test_session_stop_leaves_others_sessions_and_gone_folders_alone(tmp_path):
+    gone = tmp_path / "gone"
+    assert not registry.mark_session_stopped(str(gone)) and not gone.exists()
+    app = tmp_path / "app"
+    app.mkdir()
+    registry.write_session_running(str(app), "2026-11-21T05:00:00.000Z")
+    skill = {"pid": None, "invokedVia": "skill", "status": "running"}
+    (app / ".loki" / "session.json").write_text(json.dumps(skill))
+    assert not registry.mark_session_stopped(str(app))
+    assert json.loads((app / ".loki" / "session.json").read_text()) == skill
 
 
 def test_run_file_is_loki_modes_four_keys_and_removal_checks_the_name(tmp_path):

@@ -411,21 +411,101 @@ def _closed_port() -> int:
 # -- dashboard port, logs, secrets ---------------------------------------------------------
 
 
-def test_api_publishes_the_first_free_dashboard_port(engine, lokid, tmp_short):
+def test_the_container_publishes_no_port_and_api_is_ignored_with_a_warning(
+    engine, lokid, tmp_short
+):
+    """Loki Mode's plan (LOCK 3): the container's dashboard is off, with no published port,
+    even for an old client's `api: true` or a LOKI_DASHBOARD in `env` (warned about)."""
     engine.publish()
-    with socket.socket() as holder:
-        try:
-            holder.bind(("0.0.0.0", 57374))
-        except OSError:
-            pytest.skip("port 57374 is taken on this machine")
-        holder.listen()
-        a = start(lokid, project(tmp_short, "a"), api=True)
-        b = start(lokid, project(tmp_short, "b"), api=True)
-    # Usually 57375 and 57376; another test session on this machine may hold some too.
-    assert 57374 < a["port"] < b["port"] < 57374 + 50
-    env = dict(e.split("=", 1) for e in inspect(engine, a["container"])["Config"]["Env"])
-    assert (env["LOKI_DASHBOARD"], env["LOKI_DASHBOARD_PORT"]) == ("true", str(a["port"]))
-    assert registry(lokid)[sha12(str(tmp_short / "a"))]["port"] == a["port"]
+    path = project(tmp_short, "a")
+    events = Events(lokid)
+    result = start(lokid, path, api=True, env={"LOKI_DASHBOARD": "true"})
+    assert result["port"] is None
+    assert [w.split(":")[0] for w in result["warnings"]] == [
+        "api is deprecated and ignored",
+        "LOKI_DASHBOARD in env is ignored",
+    ]
+    assert "no port is published" in events.wait("run.warning", path)["data"]["message"]
+    attrs = inspect(engine, result["container"])
+    env = dict(e.split("=", 1) for e in attrs["Config"]["Env"])
+    assert env["LOKI_DASHBOARD"] == "false" and "LOKI_DASHBOARD_PORT" not in env
+    assert not attrs["HostConfig"].get("PortBindings")
+    assert not any((attrs["NetworkSettings"].get("Ports") or {}).values())
+    assert lokid.call("run.status", {"project": path})["run"]["port"] is None
+    assert "port" not in registry(lokid)[sha12(path)]
+    plain = start(lokid, project(tmp_short, "b"), api=False)
+    assert plain["warnings"] == [] and plain["port"] is None
+
+
+# The keys and types of Loki Mode's dashboard's RegisteredProjectResponse: an entry without
+# them makes its /api/registry/projects answer 500 for every project.
+REGISTERED = {
+    "id": str,
+    "path": str,
+    "name": str,
+    "alias": (str, type(None)),
+    "registered_at": str,
+    "updated_at": str,
+    "last_accessed": (str, type(None)),
+    "has_loki_dir": bool,
+    "status": str,
+}
+
+
+def session(path: str) -> dict[str, Any]:
+    return json.loads((Path(path) / ".loki" / "session.json").read_text())
+
+
+def test_session_json_says_running_while_the_container_runs(engine, lokid, tmp_short):
+    """Loki Mode's host dashboard takes a registry entry without a pid as running when the
+    folder's .loki/session.json says so: lokid keeps it in step with the container."""
+    engine.publish()
+    path = project(tmp_short, "app")
+    result = start(lokid, path)
+    assert session(path) == {
+        "pid": None,
+        "startedAt": result["started_at"],
+        "invokedVia": "lokid",
+        "status": "running",
+        "updatedAt": session(path)["updatedAt"],
+    }
+    entry = registry(lokid)[sha12(path)]
+    assert {k: isinstance(entry[k], t) for k, t in REGISTERED.items()} == dict.fromkeys(
+        REGISTERED, True
+    )
+    assert (entry["status"], entry["pid"]) == ("running", None)
+    lokid.call("run.stop", {"project": path})
+    assert session(path)["status"] == "stopped" and session(path)["endedAt"]
+
+    # A run that ends by itself (STOP) is marked stopped as well.
+    start(lokid, path)
+    assert session(path)["status"] == "running"
+    stop_file(path)
+    wait_until(lambda: session(path)["status"] == "stopped", 30, "session.json stopped")
+
+    # Loki Mode's runner writes its own final status when it ends: that one stays.
+    start(lokid, path)
+    final = {**session(path), "status": "completed"}
+    (Path(path) / ".loki" / "session.json").write_text(json.dumps(final))
+    lokid.call("run.stop", {"project": path})
+    assert session(path) == final
+
+
+def test_session_json_stays_fresh_while_the_run_is_up(engine, tmp_short):
+    """Loki Mode's dashboard takes a session without a pid as live for 5 minutes after its
+    `updatedAt`: lokid refreshes it while the run is up (every 0.2 s here, 60 by default)."""
+    daemon = spawn(engine, tmp_short, LOKID_SESSION_REFRESH="0.2")
+    try:
+        engine.publish()
+        path = project(tmp_short, "app")
+        start(daemon, path)
+        first = session(path)["updatedAt"]
+        wait_until(lambda: session(path)["updatedAt"] != first, 10, "a fresh updatedAt")
+        assert session(path)["status"] == "running"
+        daemon.call("run.stop", {"project": path})
+        assert session(path)["status"] == "stopped"
+    finally:
+        daemon.kill()
 
 
 def test_logs_follow_streams_to_the_requester_until_the_container_ends(engine, lokid, tmp_short):

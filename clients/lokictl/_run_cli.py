@@ -1,19 +1,26 @@
 """lokictl run start|stop|status|logs|list, image update: Loki Mode runs in containers.
 
 Long requests (a pull, a stop's grace) wait as long as they take, with progress on a
-terminal (rich, imported only then) and nothing extra in a pipe or with --json.
+terminal (rich, imported only then) and nothing extra in a pipe or with --json. `run start`
+then makes sure Loki Mode's dashboard runs on the host (lokictl._dashboard).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from lokictl._base import NOT_A_PROJECT, Failure, out, wants_json
 from lokictl._client import Client
 from lokictl._look import style_for
 from lokid.secret_env import secrets_in
+
+if TYPE_CHECKING:
+    from lokictl._dashboard import Dashboard
 
 
 def add_run_commands(sub: Any) -> None:
@@ -25,13 +32,21 @@ def add_run_commands(sub: Any) -> None:
         r,
         "start",
         "pull the image and start the project's run (progress on a terminal)",
-        "  lokictl run start\n  lokictl run start --api -- start --quick\n"
-        "  lokictl run start --no-pull -e LOKI_MAX_ITERATIONS=3",
+        "  lokictl run start\n  lokictl run start -- start --quick\n"
+        "  lokictl run start --no-pull -e LOKI_MAX_ITERATIONS=3\n"
+        "  LOKI_NO_AUTO_OPEN=1 lokictl run start   the host dashboard, no browser\n\n"
+        "Then Loki Mode's dashboard on the host lists the run (the container's own is off):\n"
+        "its `loki dashboard start` starts it on port 57374 ($LOKI_DASHBOARD_PORT) or the\n"
+        "next free one, or finds it running; a browser opens on it when stdout is a\n"
+        "terminal, the run is not in the background (--bg, -d) and LOKI_NO_AUTO_OPEN is not 1.",
         "required",
     )
     start.add_argument("--image", help="image (default: LOKI_DOCKER_IMAGE of lokid)")
-    start.add_argument("--api", action="store_true", help="publish the dashboard port")
+    start.add_argument("--api", action="store_true", help=argparse.SUPPRESS)  # deprecated
     start.add_argument("--no-pull", action="store_true", help="skip the pull and the prune")
+    start.add_argument(
+        "--no-dashboard", action="store_true", help="do not start or open the host dashboard"
+    )
     start.add_argument(
         "-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="container env"
     )
@@ -80,8 +95,6 @@ def _start_params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {"project": args.project, "args": args.args or ["start"], "env": env}
     if args.image:
         params["image"] = args.image
-    if args.api:
-        params["api"] = True
     if args.no_pull:
         params["pull"] = False
     return params
@@ -126,12 +139,7 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
         result = client.call("run.logs", params)
         return out(args, result, "\n".join(result["lines"]))
     if args.action == "start":
-        params = _start_params(args)
-        r = _long_call(client, args, "run.start", params, "starting", args.project)
-        for warning in r["warnings"]:
-            print(f"lokictl: warning: {warning}", file=sys.stderr)
-        port = f", dashboard on port {r['port']}" if r["port"] else ""
-        return out(args, r, f"started {r['container']} ({r['image']}){port}")
+        return _start(client, args)
     if args.action == "stop":
         return _stop(client, args)
     if args.action == "status":
@@ -139,6 +147,51 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
         return out(args, r, lambda: _run_line(r["run"], style) if r["run"] else "no run here")
     r = client.call("run.list")
     return out(args, r, lambda: "\n".join(_run_line(x, style) for x in r["runs"]) or "no runs")
+
+
+def _start(client: Client, args: argparse.Namespace) -> int:
+    if args.api and not wants_json(args):
+        print(f"lokictl: warning: --api is ignored: {_API_GONE}", file=sys.stderr)
+    params = _start_params(args)
+    r = _long_call(client, args, "run.start", params, "starting", args.project)
+    for warning in r["warnings"]:
+        print(f"lokictl: warning: {warning}", file=sys.stderr)
+    text = f"started {r['container']} ({r['image']})"
+    if args.no_dashboard:
+        return out(args, r, text)
+    dash = _host_dashboard(args)
+    if dash.url:
+        how = "started" if dash.state == "started" else "already running"
+        text += f"\ndashboard {dash.url} ({how}{', opened' if dash.opened else ''})"
+    elif not wants_json(args):
+        kind = "hint" if dash.state == "absent" else "warning"
+        print(f"lokictl: {kind}: {dash.message}", file=sys.stderr)
+    return out(args, {**r, "dashboard": msgspec.to_builtins(dash)}, text)
+
+
+_API_GONE = (
+    "the container's dashboard stays off and no port is published; Loki Mode's dashboard "
+    "on the host lists the run"
+)
+
+
+def _host_dashboard(args: argparse.Namespace) -> Dashboard:
+    """Start or reuse Loki Mode's host dashboard (a spinner on a terminal), then open it
+    when Loki Mode would."""
+    from lokictl import _dashboard
+
+    timeout = os.environ.get("LOKICTL_DASHBOARD_TIMEOUT", "")
+    seconds = float(timeout) if timeout.replace(".", "", 1).isdigit() else None
+    if _showing_progress(args):
+        from lokictl._progress import Spinner
+
+        with Spinner("starting Loki Mode's dashboard"):
+            dash = _dashboard.ensure(timeout=seconds)
+    else:
+        dash = _dashboard.ensure(timeout=seconds)
+    if dash.url and _dashboard.wants_browser(args.args or ["start"], os.environ):
+        dash.opened = _dashboard.open_browser(dash.url)
+    return dash
 
 
 def _stop(client: Client, args: argparse.Namespace) -> int:

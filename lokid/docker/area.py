@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import trio
+
 from lokid.docker.config import RunConfig
 from lokid.docker.engine import Engine
 from lokid.docker.images import Images
@@ -31,7 +33,9 @@ class RunArea:
     # -- the Area protocol -----------------------------------------------------------
 
     async def run(self) -> None:
-        await self.reconciler.follow_engine()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.runs.keep_sessions_fresh)
+            await self.reconciler.follow_engine()
 
     def reload(self) -> None:
         pass

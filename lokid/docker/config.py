@@ -26,6 +26,10 @@ class RunConfig(msgspec.Struct, frozen=True):
     pull: str | None  # LOKI_DOCKER_PRUNE as set ("0" turns pull and prune off)
     stop_grace: float  # seconds between SIGTERM and SIGKILL when lokid stops a container
     secrets: dict[str, str]  # the secret variables lokid itself was given, for the container
+    # Seconds between refreshes of a running run's `.loki/session.json` `updatedAt`: Loki
+    # Mode's dashboard takes a pid-less session as live for 5 minutes after it
+    # (LOKID_SESSION_REFRESH, default 60).
+    session_refresh: float = 60.0
 
     @classmethod
     def from_env(cls, stop_grace: float, env: Mapping[str, str] | None = None) -> RunConfig:
@@ -36,4 +40,13 @@ class RunConfig(msgspec.Struct, frozen=True):
             pull=env.get("LOKI_DOCKER_PRUNE"),
             stop_grace=stop_grace,
             secrets=secrets_in(env),
+            session_refresh=_seconds(env.get("LOKID_SESSION_REFRESH"), 60.0),
         )
+
+
+def _seconds(text: str | None, default: float) -> float:
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        return default
+    return value if 0 < value < 300 else default

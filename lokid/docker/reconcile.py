@@ -145,7 +145,6 @@ class Reconciler:
             if now is None or not now["State"].get("Running"):
                 return
             tracker.id, tracker.container = attrs["Id"], attrs["Name"].lstrip("/")
-            tracker.port = records.port_of(attrs)
         log.info("adopted %s of %s", tracker.container, path)
         self._emit(path, ev.RunAdopted(container=tracker.container, id=attrs["Id"]))
 

@@ -7,7 +7,6 @@ Plain functions over the raw dicts of the Docker API (`containers`, `inspect_con
 from __future__ import annotations
 
 import contextlib
-import socket
 from typing import Any
 
 import docker
@@ -57,22 +56,6 @@ def port_of(attrs: dict[str, Any]) -> int | None:
             if bind.get("HostPort"):
                 return int(bind["HostPort"])
     return None
-
-
-def published_ports(containers: list[dict[str, Any]]) -> set[int]:
-    return {
-        p["PublicPort"] for c in containers for p in c.get("Ports") or [] if p.get("PublicPort")
-    }
-
-
-def bound_locally(port: int) -> bool:
-    """Does a listener already hold `port` on this machine? (the engine's own view misses them)"""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            return True
-    return False
 
 
 def info(attrs: dict[str, Any]) -> RunInfo:

@@ -2,10 +2,13 @@
 
 lokid is the one owner of a project's run, so the shell's failure modes go away: a stop finds
 the container by run.json, the recomputed name or the labels (never "No active session"
-while it runs); the dashboard port is picked among ports no container and no listener holds,
-including those reserved by starts still in flight; the registry is written under Loki
-Mode's lock. One trio lock per project (its `Tracker`) orders start, stop and the exit
-handling of its run.
+while it runs); the registry is written under Loki Mode's lock. One trio lock per project
+(its `Tracker`) orders start, stop and the exit handling of its run.
+
+The container's own dashboard is always off and no port is published (the plan's LOCK 3): a
+dashboard inside sees only its own project. Loki Mode's dashboard on the host lists the run
+instead, from the registry entry and `.loki/session.json` written here; the clients start
+that dashboard (`loki dashboard start`), where the user's PATH, terminal and browser are.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from lokid.docker.config import FIXED_ENV, RunConfig
 from lokid.docker.engine import Engine
 from lokid.docker.images import Images
 from lokid.domain import containers as rules
-from lokid.errors import Conflict, LokidError, NotFound
+from lokid.errors import Conflict, LokidError, NotFound, guarded
 from lokid.files import registry
 from lokid.projects import Project, Projects
 from lokid.secret_env import SECRET_VARS
@@ -45,16 +48,15 @@ Deliver = Callable[[str, str | None], Awaitable[None]]
 class Tracker:
     """Per-project run state lokid keeps between requests."""
 
-    __slots__ = ("container", "id", "lock", "port")
+    __slots__ = ("container", "id", "lock")
 
     def __init__(self) -> None:
         self.lock = trio.Lock()
         self.id: str | None = None  # the container lokid started or adopted, while it runs
         self.container: str | None = None
-        self.port: int | None = None
 
     def clear(self) -> None:
-        self.id = self.container = self.port = None
+        self.id = self.container = None
 
 
 class Runs:
@@ -72,7 +74,6 @@ class Runs:
         self.projects = projects
         self._emit = emit
         self._trackers: dict[str, Tracker] = {}
-        self._reserved: set[int] = set()
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -120,21 +121,32 @@ class Runs:
             raise NotFound(f"project folder {path} does not exist")
         async with tracker.lock:
             await self._check_not_running(path)
+            self._deprecations(path, params, warnings)
             async with self.images.lock:
                 pulled = await self._ensure_image(ref, path, params, warnings)
                 await self._check_not_running(path)
-                port = await self._pick_port() if params.api else None
                 # Once the engine is asked to create it, the container must be recorded
                 # (run.json, registry, tracker) even if the client goes away meanwhile.
                 with trio.CancelScope(shield=True):
-                    try:
-                        attrs = await self._create(path, ref, params, port)
-                    finally:
-                        if port is not None:
-                            self._reserved.discard(port)
-                    return await self._record_start(
-                        project, tracker, attrs, ref, port, pulled, warnings
-                    )
+                    attrs = await self._create(path, ref, params)
+                    return await self._record_start(project, tracker, attrs, ref, pulled, warnings)
+
+    def _deprecations(self, path: str, params: RunStartParams, warnings: list[str]) -> None:
+        """`api` and a LOKI_DASHBOARD in `env` would turn the container's own dashboard on:
+        old clients still send them, so they are ignored with a warning, not refused."""
+        said: list[str] = []
+        if params.api:
+            said.append("api is deprecated and ignored")
+        if params.env.get("LOKI_DASHBOARD", "false") != "false":
+            said.append("LOKI_DASHBOARD in env is ignored")
+        for message in said:
+            message += (
+                ": the container's dashboard stays off and no port is published;"
+                " Loki Mode's dashboard on the host lists this run (loki dashboard start)"
+            )
+            log.warning("%s (%s)", message, path)
+            warnings.append(message)
+            self._emit(path, ev.RunWarning(message=message))
 
     async def _ensure_image(
         self, ref: str, path: str, params: RunStartParams, warnings: list[str]
@@ -154,43 +166,16 @@ class Runs:
                     f"a run is already up for {path}: container {name}", {"container": name}
                 )
 
-    async def _pick_port(self) -> int:
-        containers = await self.engine.call(lambda c: c.api.containers(), "list containers")
-        # The engine lists published ports only when a network carries them; lokid's own
-        # runs and the starts still in flight hold theirs regardless.
-        tracked = {t.port for t in self._trackers.values() if t.port}
-        busy = records.published_ports(containers) | self._reserved | tracked
-
-        def probe() -> set[int]:
-            return {
-                p for p in rules.dashboard_ports() if p not in busy and records.bound_locally(p)
-            }
-
-        busy |= await trio.to_thread.run_sync(probe)
-        port = rules.pick_port(busy)
-        if port is None:
-            first = rules.DASHBOARD_PORT
-            raise Conflict(
-                f"no free dashboard port in {first}-{first + rules.PORT_TRIES - 1}",
-            )
-        self._reserved.add(port)
-        return port
-
-    def _environment(self, params: RunStartParams, port: int | None) -> dict[str, str]:
+    def _environment(self, params: RunStartParams) -> dict[str, str]:
         env = {**FIXED_ENV}
         env.update({k: v for k, v in self.config.secrets.items()})
         env.update(params.env)
-        if port is None:
-            env["LOKI_DASHBOARD"] = "false"
-        else:
-            env.update(LOKI_DASHBOARD="true", LOKI_DASHBOARD_PORT=str(port))
+        env["LOKI_DASHBOARD"] = "false"  # always: the host's dashboard lists the run
         return env
 
-    async def _create(
-        self, path: str, ref: str, params: RunStartParams, port: int | None
-    ) -> dict[str, Any]:
+    async def _create(self, path: str, ref: str, params: RunStartParams) -> dict[str, Any]:
         name = rules.container_name(path)
-        env = self._environment(params, port)
+        env = self._environment(params)
         secrets = [v for k, v in env.items() if k in SECRET_VARS and v]
 
         def create(client: docker.DockerClient) -> dict[str, Any]:
@@ -199,7 +184,6 @@ class Runs:
                 client.api.remove_container(stale["Id"], force=True)
             host_config = client.api.create_host_config(
                 mounts=[docker.types.Mount(records.WORKSPACE, path, type="bind", read_only=False)],
-                port_bindings={port: port} if port else None,
             )
             created = client.api.create_container(
                 ref,
@@ -208,7 +192,6 @@ class Runs:
                 labels=rules.managed_labels(path),
                 environment=env,
                 working_dir=records.WORKSPACE,
-                ports=[port] if port else None,
                 host_config=host_config,
                 detach=True,
             )
@@ -228,24 +211,22 @@ class Runs:
         tracker: Tracker,
         attrs: dict[str, Any],
         ref: str,
-        port: int | None,
         pulled: bool,
         warnings: list[str],
     ) -> RunStartResult:
         info = records.info(attrs)
         started_at = info.started_at or iso(time.time())
-        tracker.id, tracker.container, tracker.port = info.id, info.container, port
-        if port is not None:
-            self._reserved.discard(port)
+        tracker.id, tracker.container = info.id, info.container
         run = registry.RunFile(info.container, ref, project.path, started_at)
         await self._files(registry.write_run_file, project.path, run)
-        await self._files(registry.register_running, project.path, port)
+        await self._files(registry.register_running, project.path)
+        await self._files(registry.write_session_running, project.path, started_at)
         result = ev.RunStarted(
             container=info.container,
             id=info.id,
             image=ref,
             image_id=attrs["Image"],
-            port=port,
+            port=None,
             started_at=started_at,
             pulled=pulled,
             warnings=warnings,
@@ -336,10 +317,12 @@ class Runs:
         return RunStopResult(stopped, removed)
 
     async def forget_run(self, path: str, container: str | None) -> None:
-        """run.json gone and the registry entry stopped, together even if cancelled."""
+        """run.json gone, the registry entry and session.json stopped, together even if
+        cancelled."""
         with trio.CancelScope(shield=True):
             await self._files(registry.remove_run_file, path, container)
             await self._files(registry.mark_stopped, path)
+            await self._files(registry.mark_session_stopped, path)
 
     # -- status, list, logs ---------------------------------------------------------------
 
@@ -403,9 +386,22 @@ class Runs:
         await deliver(info.container, None)
         return info.container, [], count
 
+    async def keep_sessions_fresh(self) -> None:
+        """For the daemon's life: refresh `updatedAt` in session.json of every run up, since
+        Loki Mode's dashboard takes a session without a pid as live only for 5 minutes after
+        it (its status panel would call the run stopped)."""
+        while True:
+            await trio.sleep(self.config.session_refresh)
+            for path, tracker in list(self._trackers.items()):
+                if tracker.id:
+                    await guarded(f"refreshing {path}'s session.json", self._touch, path)
+
+    async def _touch(self, path: str) -> None:
+        try:
+            await self._files(registry.touch_session, path)
+        except OSError as exc:
+            raise LokidError(f"{type(exc).__name__}: {exc}") from exc
+
     def idle(self) -> bool:
         """For idle exit: no run lokid started or adopted is up, and none is being started."""
-        for tracker in self._trackers.values():
-            if tracker.id or tracker.lock.locked():
-                return False
-        return not self._reserved
+        return not any(t.id or t.lock.locked() for t in self._trackers.values())

@@ -281,12 +281,14 @@ RUNS = [
         runs.RunStartParams,
         runs.RunStartResult,
         "Start Loki Mode's container for the project (pulls the image first unless pull "
-        "is false). A run already up is a conflict.",
+        "is false). A run already up is a conflict. The container's dashboard is off and "
+        "publishes no port: Loki Mode's dashboard on the host (`loki dashboard start`, port "
+        "57374 or the next free one) lists the run.",
         {
             "args": "the command given to the image's loki entrypoint (default [start])",
-            "api": "publish Loki Mode's dashboard on a free port",
             "env": "extra container environment",
         },
+        omit=("api",),
     ),
     ToolSpec(
         "run_stop",

@@ -9,7 +9,9 @@ class RunStartParams(msgspec.Struct, forbid_unknown_fields=True):
     args: list[str] = msgspec.field(default_factory=lambda: ["start"])
     # Else LOKI_DOCKER_IMAGE in lokid's environment, else asklokesh/loki-mode:latest.
     image: str | None = None
-    # Publish the dashboard on a free host port (57374 first) inside the container.
+    # Deprecated: accepted (old clients send it) and ignored; `true` adds a warning. The
+    # container's dashboard is always off and no port is published: Loki Mode's dashboard on
+    # the host lists the run (PROTOCOL.md 6.6).
     api: bool = False
     # Extra container environment; ANTHROPIC_API_KEY, GITHUB_TOKEN, GH_TOKEN here win over
     # lokid's own environment.
@@ -23,6 +25,7 @@ class RunStartResult(msgspec.Struct):
     id: str
     image: str
     image_id: str
+    # Deprecated: always None (no port is published); kept for clients that read it.
     port: int | None
     started_at: str
     pulled: bool

@@ -512,6 +512,75 @@ function cases.timer_closed()
   check(not ok or closing, "the timer was stopped but not closed")
 end
 
+-- Loki Mode's host dashboard through the stand-in `loki` (tests/fake_loki on PATH): started,
+-- then reused; a hung `loki` stopped after the timeout; no `loki`: the hint.
+local function fake_loki_calls()
+  local path = vim.env.HOME .. "/.loki/fake-loki-calls.jsonl"
+  local calls = {}
+  for line in read_file(path):gmatch("[^\n]+") do
+    table.insert(calls, vim.fn.json_decode(line))
+  end
+  return calls
+end
+
+function cases.dashboard()
+  local dashboard = require("loki.dashboard")
+  local config = require("loki.config")
+  local port = vim.env.LOKI_DASHBOARD_PORT
+  local url = "http://127.0.0.1:" .. port
+  local got = {}
+  local function ensure()
+    local n = #got + 1
+    dashboard.ensure(function(d)
+      table.insert(got, d)
+    end)
+    wait("ensure " .. n, function()
+      return #got >= n
+    end, 30000)
+    return got[n]
+  end
+  local ok, why = deep_eq(ensure(), { state = "started", url = url })
+  check(ok, why)
+  ok, why = deep_eq(ensure(), { state = "running", url = url })
+  check(ok, why)
+  check(dashboard.said(got[2]) == "Loki Mode's dashboard " .. url .. " (already running) lists this run")
+  local starts = vim.tbl_filter(function(c)
+    return c.argv[2] == "start"
+  end, fake_loki_calls())
+  check(#starts == 1 and starts[1].argv[4] == port, vim.inspect(starts))
+
+  vim.fn.system({ "loki", "dashboard", "stop" })
+  vim.env.LOKI_FAKE_HANG = "1"
+  config.dashboard_timeout = 1
+  local hung = ensure()
+  check(hung.state == "failed", vim.inspect(hung))
+  check(hung.message == "`loki dashboard start --port " .. port .. "` did not finish in 1 s and was stopped", hung.message)
+  local last = fake_loki_calls()[#fake_loki_calls()]
+  check(last.argv[2] == "url", vim.inspect(last))
+  local hung_start = fake_loki_calls()[#fake_loki_calls() - 1]
+  check(hung_start.argv[2] == "start", vim.inspect(hung_start))
+  wait("the hung loki gone", function()
+    return uv.kill(hung_start.pid, 0) ~= 0
+  end)
+  vim.env.LOKI_FAKE_HANG = nil
+
+  vim.env.PATH = vim.env.LOKI_TEST_PATH_WITHOUT_LOKI
+  ok, why = deep_eq(ensure(), { state = "absent", message = dashboard.hint })
+  check(ok, why)
+end
+
+-- :Loki run on a real engine: the run starts, then the host dashboard is started and said.
+function cases.run_dashboard()
+  vim.cmd("Loki run")
+  wait("run started", function()
+    return noted("^run loki%-%x+ started")
+  end, 60000)
+  local url = "http://127.0.0.1:" .. vim.env.LOKI_DASHBOARD_PORT
+  wait("dashboard said", function()
+    return noted("^Loki Mode's dashboard " .. vim.pesc(url) .. " %(started%) lists this run$")
+  end, 30000)
+end
+
 -- -- run one -------------------------------------------------------------------------------
 local fn = cases[case]
 if not fn then

@@ -6,6 +6,7 @@
 // it starts lokid only when a command asks for something (connect()), never by itself.
 import * as vscode from "vscode";
 import { LokidClient, LokidError } from "./client";
+import { describeDashboard, ensureDashboard } from "./dashboard";
 import { Projects } from "./projects";
 import { Notice, ProjectState, taskLabel, TreeNode } from "./state";
 
@@ -104,6 +105,22 @@ function explain(e: unknown): string {
   return message;
 }
 
+/** After Start Run: the container's dashboard is off, so Loki Mode's dashboard on the host
+ * (which lists the run) is started or found running, and offered; an editor is not a
+ * terminal, so it is never opened unasked (Loki Mode's rule). */
+async function hostDashboard(): Promise<void> {
+  if (!vscode.workspace.getConfiguration("loki").get<boolean>("hostDashboard", true)) return;
+  const d = await ensureDashboard();
+  const said = `Loki: ${describeDashboard(d)}`;
+  if (!d.url) {
+    void vscode.window.showWarningMessage(said);
+    return;
+  }
+  const open = "Open Dashboard";
+  if ((await vscode.window.showInformationMessage(said, open)) === open)
+    await vscode.env.openExternal(vscode.Uri.parse(d.url));
+}
+
 function showNotice(n: Notice): void {
   if (!vscode.workspace.getConfiguration("loki").get<boolean>("notifications", true)) return;
   if (n.level === "warning") void vscode.window.showWarningMessage(n.message);
@@ -197,7 +214,14 @@ export function activate(context: vscode.ExtensionContext): void {
     tree,
     bars,
     vscode.window.registerTreeDataProvider("lokiTasks", tree),
-    vscode.commands.registerCommand("loki.startRun", run("start run", (s) => s.startRun())),
+    vscode.commands.registerCommand(
+      "loki.startRun",
+      run("start run", async (s) => {
+        const said = await s.startRun();
+        hostDashboard().catch((e) => void vscode.window.showWarningMessage(`Loki: host dashboard: ${explain(e)}`));
+        return said;
+      }),
+    ),
     vscode.commands.registerCommand("loki.stopRun", run("stop", (s) => s.stopRun())),
     vscode.commands.registerCommand("loki.pause", run("pause", (s) => s.pause())),
     vscode.commands.registerCommand("loki.resume", run("resume", (s) => s.resume())),

@@ -1,5 +1,7 @@
 -- The :Loki subcommands: each opens a view or asks lokid for something, and says what
 -- happened through the view's notifications.
+local config = require("loki.config")
+local dashboard = require("loki.dashboard")
 local model = require("loki.model")
 local render = require("loki.render")
 local ui = require("loki.ui")
@@ -115,7 +117,16 @@ function commands.run(path, args)
     params.args = args
   end
   ui.notify("starting a run in " .. path)
-  model.ask("run.start", params, report("run.start", path, "run"))
+  local said = report("run.start", path, "run")
+  model.ask("run.start", params, function(e, r)
+    said(e, r)
+    if not e and config.dashboard then
+      -- The container's dashboard is off: Loki Mode's on the host lists the run.
+      dashboard.ensure(function(d)
+        ui.notify(dashboard.said(d), d.url and vim.log.levels.INFO or vim.log.levels.WARN)
+      end)
+    end
+  end)
 end
 
 M.names = vim.tbl_keys(commands)

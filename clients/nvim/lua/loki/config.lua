@@ -7,4 +7,8 @@ return {
   -- Start lokid when a command finds it not running: nil = `lokictl ping` if lokictl is
   -- on PATH (it uses the installed service, else spawns lokid), false = never, or argv.
   start = nil,
+  -- :Loki run also starts (or finds running) Loki Mode's dashboard on the host, which lists
+  -- the container run (`loki dashboard start`), and says its address; false = never.
+  dashboard = true,
+  dashboard_timeout = 120, -- seconds `loki dashboard start` may take (a first one installs)
 }
