@@ -170,12 +170,3 @@ def _young(started_at: str, now: float) -> float:
         return max(0.0, FRESH_RUN_FILE - (now - parse_iso(started_at)))
     except ValueError:
         return 0.0
-
-
-def _young(started_at: str, now: float) -> float:
-    """Seconds until a run.json counts as settled. Loki Mode's shell writes it just before
-    its `docker run`, so a young file whose container is not up yet may be about to start."""
-    try:
-        return max(0.0, FRESH_RUN_FILE - (now - parse_iso(started_at)))
-    except ValueError:
-        return 0.0
