@@ -258,14 +258,19 @@ def test_a_task_that_always_hangs_ends_in_the_dead_letter_queue(h):
 
 def test_heartbeat_extends_the_lease(h):
     task_id = h.add(type="eng", timeout=30)
-    h.claim(lease=20)
+    claimed = h.claim(lease=20).task
+    assert _seconds(claimed.lease_until) == pytest.approx(h.clock.now + 20, abs=0.001)
     h.clock.advance(15)
     until = h.queue.heartbeat(task_id, "a1", 20)
     assert until == h.clock.now + 20
+    shown = h.queue.get(task_id).task
+    assert _seconds(shown.lease_until) == pytest.approx(until, abs=0.001), "clients see it"
     h.clock.advance(15)
     assert h.queue.expire_leases() == 0
     with pytest.raises(Conflict):
         h.queue.heartbeat(task_id, "intruder", None)
+    h.queue.complete(task_id, "a1", REPORT)
+    assert h.queue.get(task_id).task.lease_until is None, "no lease once it is done"
 
 
 def test_a_rate_limit_reschedules_without_a_retry_and_asks_others_to_slow_down(h):

@@ -122,7 +122,9 @@ class Queue:
                 self.store.release_key(task.idempotency_key, row.id)
             elif change == "hold":
                 self.store.hold_key(task.idempotency_key, row.id)
-        unit.lease(row.id, row.lease_until if state == "in-progress" else None)
+        held = state == "in-progress" and row.lease_until is not None
+        unit.lease(row.id, row.lease_until if held else None)
+        task.lease_until = iso(row.lease_until) if held else None
         row.state = state
         row.doc = task_doc(task)
         self.store.update(row)
@@ -301,6 +303,8 @@ class Queue:
             row = self._held(task_id, agent)
             task = decode_task(row.doc)
             row.lease_until = now + (lease or task.timeout)
+            task.lease_until = iso(row.lease_until)
+            row.doc = task_doc(task)
             self.store.update(row)
             self._unit.lease(row.id, row.lease_until)
         return row.lease_until

@@ -37,6 +37,7 @@ class Task(msgspec.Struct, rename="camel", kw_only=True):
     created_at: str
     claimed_by: str | None = None
     claimed_at: str | None = None
+    lease_until: str | None = None  # while in progress: when the lease ends (heartbeats move it)
     timeout: float = 3600
     retries: int = 0
     max_retries: int = 3
