@@ -7,7 +7,7 @@ import pytest
 from dockerenv import DockerEnv, engine_answers
 from pgenv import PgCluster, available, start_cluster
 
-from support import Lokid, short_tmpdir
+from support import STARTED, Lokid, short_tmpdir
 
 
 @pytest.fixture
@@ -94,3 +94,15 @@ def pytest_runtest_makereport(item, call):
     if report.failed and isinstance(daemon, Lokid):
         report.sections.append(("lokid log", daemon.log()[-20000:]))
     return report
+
+
+@pytest.fixture(autouse=True)
+def _no_lokid_left_behind() -> Iterator[None]:
+    """A lokid a test started (itself or through a function-scoped fixture) does not
+    outlive it, even when the test failed before stopping it. (Wider fixtures start
+    theirs before this mark and stop them themselves.)"""
+    mark = len(STARTED)
+    yield
+    for lokid in STARTED[mark:]:
+        lokid.kill()
+    del STARTED[mark:]

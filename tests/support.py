@@ -63,6 +63,11 @@ def short_tmpdir(prefix: str = "lk-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
+# Every lokid the tests started (conftest's `_no_lokid_left_behind` kills those still up
+# after each test, passed or failed).
+STARTED: list[Lokid] = []
+
+
 class Lokid:
     """A `lokid serve` subprocess with its own socket, state folder and log file."""
 
@@ -102,6 +107,7 @@ class Lokid:
             self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env
         )
         log.close()
+        STARTED.append(self)  # conftest kills whatever a test left running
         if wait:
             wait_until(self._answers, 15, f"lokid to answer on {self.socket}")
         return self
