@@ -96,6 +96,14 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+@pytest.fixture
+def home(tmp_short: Path) -> Path:
+    """An empty folder to be a user's $HOME (lokictl's discovery never counts it)."""
+    path = tmp_short / "home"
+    path.mkdir()
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _no_lokid_left_behind() -> Iterator[None]:
     """A lokid a test started (itself or through a function-scoped fixture) does not

@@ -21,13 +21,6 @@ ESC = "\x1b["
 
 
 @pytest.fixture
-def home(tmp_short) -> Path:
-    path = tmp_short / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def proj(home) -> Path:
     """A Loki Mode project (a folder with .loki/) with a subfolder, under $HOME."""
     path = home / "proj"

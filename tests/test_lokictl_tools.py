@@ -16,13 +16,6 @@ from support import Lokid
 
 
 @pytest.fixture
-def home(tmp_short) -> Path:
-    path = tmp_short / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def proj(home) -> Path:
     path = home / "proj"
     (path / ".loki").mkdir(parents=True)

@@ -29,13 +29,6 @@ from support import Lokid, lokictl
 
 
 @pytest.fixture
-def home(tmp_short) -> Path:
-    path = tmp_short / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def codebase(tmp_short) -> Path:
     return git_repo(tmp_short / "app")
 

@@ -73,6 +73,15 @@ LOKI_STATUS = {
 }
 
 
+# `priority_name` of the `priority` column, in SQL (both stores build their files' entries
+# in the database: one rule, written once).
+PRIORITY_NAME_SQL = (
+    "CASE "
+    + " ".join(f"WHEN priority >= {lowest} THEN '{name}'" for lowest, name in PRIORITY_BANDS)
+    + f" ELSE '{PRIORITY_BANDS[-1][1]}' END"
+)
+
+
 def priority_name(priority: int) -> str:
     """The name of a 1-10 priority in Loki Mode's words (10 critical, 8-9 high, ...)."""
     for lowest, name in PRIORITY_BANDS:

@@ -26,37 +26,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lokid.errors import LockTimeout
+from lokid.files.pids import alive, parse_pid
 
 POLL = 0.05
 TIMEOUT = 5.0
 NO_OWNER_STALE_AFTER = 5.0
 
 
-def _pid(text: str) -> int | None:
-    try:
-        pid = int(text.strip())
-    except ValueError:
-        return None
-    return pid if pid > 0 else None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stale(path: Path, owner: Path) -> bool:
     try:
-        pid = _pid(owner.read_text())
+        pid = parse_pid(owner.read_text())
     except (FileNotFoundError, NotADirectoryError):
         pid = None
     if pid is not None:
-        return not _pid_alive(pid)
+        return not alive(pid)
     try:
         return time.time() - os.stat(path).st_mtime > NO_OWNER_STALE_AFTER
     except FileNotFoundError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lokid.files.pids import alive, parse_pid
 from lokid.files.reading import FileProblem, exists, read_file
 
 PID_FILE_MAX = 64
@@ -18,21 +19,8 @@ def _pid_alive(path: Path) -> bool:
         data = read_file(path, PID_FILE_MAX)
     except FileProblem:
         return False
-    if not data:
-        return False
-    try:
-        pid = int(data.strip())
-    except ValueError:
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    pid = parse_pid(data) if data else None
+    return pid is not None and alive(pid)
 
 
 def pid_files(loki: Path) -> list[Path]:

@@ -50,6 +50,7 @@ from lokid.errors import BadFile, LokidError
 from lokid.files import queue_files
 from lokid.files.atomic import signature, write_atomic, write_exchanging
 from lokid.files.locks import queue_file_lock
+from lokid.files.pids import alive
 from lokid.files.quarantine import quarantine
 from lokid.files.reading import QUEUE_FILE_MAX, FileProblem, problem
 from lokid.store.base import ViewReader
@@ -479,7 +480,7 @@ class ViewWriter:
                 continue
             for name in names:
                 match = _TMP.match(name)
-                if match and not _alive(int(match.group(1))):
+                if match and not alive(int(match.group(1))):
                     with contextlib.suppress(OSError):
                         os.unlink(folder / name)
 
@@ -563,13 +564,3 @@ def _three_way(
     entries = [e for e in now.entries if e.id not in removed]
     entries += [e for e in theirs.entries if e.id is not None and e.id not in before | present]
     return queue_files.QueueFile(entries, now.wrapper)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -21,6 +21,20 @@ from lokid.wire.queue import Blocked
 from lokid.wire.times import iso_or_none
 
 
+def breaker_of(row: BreakerRow, probes: int = 0) -> Breaker:
+    """A stored breaker as the state machine's `Breaker`."""
+    return Breaker(
+        row.state,  # type: ignore[arg-type]
+        row.failures,
+        row.last_failure,
+        row.opened_at,
+        row.half_open_at,
+        row.forced,
+        row.reason,
+        probes,
+    )
+
+
 class Breakers:
     def __init__(self, store: QueueStore, unit: UnitOfWork, config: BreakerConfigs) -> None:
         self._store = store
@@ -32,15 +46,7 @@ class Breakers:
         # One level per savepoint (an operation of a group commit), innermost last.
         self._undo: list[dict[str, Breaker | None]] | None = None
         for row in store.breakers():
-            self._by_type[row.type] = Breaker(
-                row.state,  # type: ignore[arg-type]
-                row.failures,
-                row.last_failure,
-                row.opened_at,
-                row.half_open_at,
-                row.forced,
-                row.reason,
-            )
+            self._by_type[row.type] = breaker_of(row)
         for task_type, probes in store.probes_in_flight():
             self._get(task_type).probes = probes
         unit.undoable.append(self)

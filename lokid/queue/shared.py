@@ -30,7 +30,7 @@ import msgspec
 from lokid.domain import breaker as rules
 from lokid.domain.breaker import Admission, Breaker
 from lokid.errors import StoreUnavailable
-from lokid.queue.breakers import Breakers
+from lokid.queue.breakers import Breakers, breaker_of
 from lokid.queue.unit import UnitOfWork
 from lokid.store.base import BreakerRow, QueueStore, TaskRow
 from lokid.wire.events import EVENT_TYPES, EventData
@@ -199,16 +199,7 @@ class SharedBreakers(Breakers):
         if row is None:
             self._by_type.pop(task_type, None)
             return
-        self._by_type[task_type] = Breaker(
-            row.state,  # type: ignore[arg-type]
-            row.failures,
-            row.last_failure,
-            row.opened_at,
-            row.half_open_at,
-            row.forced,
-            row.reason,
-            probes,
-        )
+        self._by_type[task_type] = breaker_of(row, probes)
 
     def _peek(self, task_type: str) -> Breaker | None:
         """The breaker as committed (unlocked), once per transaction."""

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 
-from lokid.domain.queue import CLAIM_ORDER_SQL, PRIORITY_BANDS
+from lokid.domain.queue import CLAIM_ORDER_SQL, PRIORITY_NAME_SQL
 from lokid.errors import Conflict
 from lokid.store.base import BreakerRow, NewRow, TaskRow
 from lokid.store.pg_database import RETRYABLE, Database
@@ -504,16 +504,11 @@ class PostgresStore:
 
 
 # A view entry in Loki Mode's words (as the SQLite store makes it: files/queue_files.py).
-_PRIORITY_NAME = (
-    "CASE "
-    + " ".join(f"WHEN priority >= {lowest} THEN '{name}'" for lowest, name in PRIORITY_BANDS)
-    + f" ELSE '{PRIORITY_BANDS[-1][1]}' END"
-)
 _VIEW_ITEM = (
     "convert_to(("
     "convert_from(doc, 'UTF8')::jsonb || coalesce(convert_from(extra, 'UTF8')::jsonb, '{}')"
     " || jsonb_build_object('status', %s::text, 'priority',"
-    f" coalesce(loki_priority, {_PRIORITY_NAME}), 'lokidPriority', priority,"
+    f" coalesce(loki_priority, {PRIORITY_NAME_SQL}), 'lokidPriority', priority,"
     " 'managedBy', 'lokid'))::text, 'UTF8')"
 )
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from lokid.domain.queue import CLAIM_ORDER_SQL, PRIORITY_BANDS, claim_key
+from lokid.domain.queue import CLAIM_ORDER_SQL, PRIORITY_NAME_SQL, claim_key
 from lokid.errors import StoreUnavailable
 from lokid.store.base import BreakerRow, NewRow, TaskRow
 
@@ -603,16 +603,11 @@ class SqliteStore:
 # A view entry in Loki Mode's words: the task document with its extra fields spliced in,
 # then `status` (its state, as Loki Mode names it), `priority` (a name: Loki Mode's readers
 # lower-case it), lokid's own number beside it, and the mark that says the entry is lokid's.
-_PRIORITY_NAME = (
-    "CASE "
-    + " ".join(f"WHEN priority >= {lowest} THEN '{name}'" for lowest, name in PRIORITY_BANDS)
-    + f" ELSE '{PRIORITY_BANDS[-1][1]}' END"
-)
 _VIEW_ITEM = (
     "json_set("
     "CASE WHEN extra IS NULL OR length(extra) <= 2 THEN doc"
     " ELSE substr(doc, 1, length(doc) - 1) || ',' || substr(extra, 2) END, "
-    f"'$.status', ?, '$.priority', coalesce(loki_priority, {_PRIORITY_NAME}), "
+    f"'$.status', ?, '$.priority', coalesce(loki_priority, {PRIORITY_NAME_SQL}), "
     "'$.lokidPriority', priority, '$.managedBy', 'lokid')"
 )
 
